@@ -1,0 +1,47 @@
+# nbplugins: two commands on a fresh machine -- `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSSTAMP := $(VENV)/.system-deps
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo test bench lint clean
+
+install: $(STAMP)
+
+# Re-run only when pyproject.toml changes (the stamp is newer otherwise).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,elyra]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbplugins)" >/dev/null
+	mkdir -p "$$($(VENV)/bin/jupyter --runtime-dir)"
+	touch $@
+
+# Debian packages the end-to-end tests need (headless Chromium for the JupyterHub test).
+system-deps: $(SYSSTAMP)
+
+$(SYSSTAMP): | $(STAMP)
+	@if ! command -v chromium >/dev/null || ! command -v git >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver git >/dev/null; \
+	  else echo "note: chromium not installed and no root apt-get: browser tests will be skipped"; fi; \
+	fi
+	touch $@
+
+demo: install
+	$(PY) demo/run.py
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: install
+	$(VENV)/bin/ruff check nbplugins tests benchmarks demo
+
+clean:
+	rm -rf $(VENV) runs demo-out bench-out

@@ -1,0 +1,3 @@
+from nbplugins.cli import main
+
+main()

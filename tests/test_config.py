@@ -1,0 +1,66 @@
+"""Configuration: file plus environment, environment winning, errors naming file and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbplugins import config, secrets
+from nbplugins.errors import ConfigError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_values_are_typed_and_environment_wins(tmp_path, monkeypatch):
+    path = write(tmp_path, '[token]\nclient_id = "from-file"\nrefresh_margin = 30\n[retry]\ndeadline = 12\n')
+    monkeypatch.setenv("NBPLUGINS_CONFIG", str(path))
+    cfg = config.get()
+    assert cfg.token.client_id == "from-file" and cfg.token.refresh_margin == 30.0
+    assert cfg.retry.deadline == 12.0 and cfg.source == str(path)
+    monkeypatch.setenv("NBPLUGINS_OIDC_CLIENT_ID", "from-env")
+    monkeypatch.setenv("NBPLUGINS_TOKEN_REFRESH_MARGIN", "5")
+    cfg = config.get()
+    assert cfg.token.client_id == "from-env" and cfg.token.refresh_margin == 5.0
+
+
+def test_default_location_is_xdg_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "nbplugins").mkdir()
+    (tmp_path / "nbplugins" / "config.toml").write_text('[token]\nsource = "egi"\n')
+    assert config.load().token.source == "egi"
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = write(tmp_path, '[token]\nclient = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert f"{path}.token: unknown key 'client'" in str(info.value)
+    with pytest.raises(ConfigError, match="unknown key 'tokens'"):
+        config.load(write(tmp_path, '[tokens]\nx = 1\n'))
+
+
+def test_wrong_type_names_file_and_key(tmp_path):
+    path = write(tmp_path, '[token]\nrefresh_margin = "soon"\n')
+    with pytest.raises(ConfigError, match=r"config.toml.token.refresh_margin: expected float"):
+        config.load(path)
+
+
+def test_wrong_type_in_environment_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NBPLUGINS_RETRY_DEADLINE", "forever")
+    with pytest.raises(ConfigError, match="environment variable NBPLUGINS_RETRY_DEADLINE: expected float"):
+        config.load()
+
+
+def test_malformed_toml_and_missing_named_file_are_reported(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[token\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "missing.toml")
+
+
+def test_secret_settings_are_registered_with_the_scrubber(tmp_path, canary):
+    config.load(write(tmp_path, f'[token]\nclient_secret = "{canary}"\n'))
+    assert secrets.redact(canary) == "***"
