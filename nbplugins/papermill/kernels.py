@@ -1,0 +1,207 @@
+"""Kernels for nbplugins runs: their environment (credentials, never parameters), IPC
+transport, and a warm pool that starts kernels ahead of need.
+
+A kernel gets ``NBPLUGINS_TOKEN_FILE`` pointing at a private (0600) token file that a keeper
+thread rewrites before the token expires, so ``nbplugins.tokens.current()`` in the notebook
+stays valid for runs that outlast the token; ``OIDC_ACCESS_TOKEN`` is set too for tools that
+read it. Hub token files are passed through as they are: the hub keeps them fresh.
+
+Kernels use the IPC transport: no TCP ports to race for (papermill issue #511) and no
+unencrypted TCP traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager as KernelManager
+from jupyter_core.utils import run_sync
+
+from nbplugins import secrets, tokens
+from nbplugins.errors import NbpluginsError
+
+log = logging.getLogger(__name__)
+
+#: Environment variables whose values are secrets wherever they appear.
+SECRET_ENV = ("OIDC_ACCESS_TOKEN", "FEDCLOUD_OIDC_ACCESS_TOKEN", "AWS_SECRET_ACCESS_KEY",
+              "AWS_SESSION_TOKEN", "ONEDATA_TOKEN", "ONECLIENT_ACCESS_TOKEN", "OSCAR_TOKEN",
+              "NBPLUGINS_OIDC_REFRESH_TOKEN", "NBPLUGINS_OIDC_CLIENT_SECRET", "OIDC_REFRESH_TOKEN",
+              "OIDC_CLIENT_SECRET")
+
+
+class TokenKeeper:
+    """Keeps a private token file fresh while kernels run; shared by every run of a process."""
+
+    def __init__(self, resolver: tokens.TokenResolver | None = None) -> None:
+        self.resolver = resolver
+        self.directory = Path(tempfile.mkdtemp(prefix="nbplugins-kernel-"))
+        os.chmod(self.directory, 0o700)
+        self.path = self.directory / "access_token"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.token: tokens.Token | None = None
+
+    def start(self) -> dict[str, str]:
+        """Resolve the token once and return the environment a kernel needs; {} if none."""
+        resolver = self.resolver or tokens.default_resolver()
+        try:
+            token = resolver.get()
+        except NbpluginsError as exc:
+            log.info("no token for the kernel (%s); notebooks that need one will say so", exc)
+            return {}
+        self.token = token
+        source = next((s for s in resolver.sources() if s.describe() == token.source), None)
+        if isinstance(source, tokens.FileSource) and source.path is not None:
+            path = str(source.path)  # a hub file: the hub keeps it fresh
+        else:
+            secrets.write_private(self.path, token.value)
+            path = str(self.path)
+            self._thread = threading.Thread(target=self._keep, args=(resolver,), daemon=True,
+                                            name="nbplugins-token-keeper")
+            self._thread.start()
+        # the kernel's own resolver reads only the file: OIDC_ACCESS_TOKEN goes stale in long runs
+        return {"NBPLUGINS_TOKEN_FILE": path, "NBPLUGINS_TOKEN_SOURCE": "file", "OIDC_ACCESS_TOKEN": token.value}
+
+    def _keep(self, resolver: tokens.TokenResolver) -> None:
+        margin = resolver.cfg.refresh_margin
+        while True:
+            left = self.token.seconds_left() if self.token else None
+            wait = 60.0 if left is None else max(1.0, left - margin - 5)
+            if self._stop.wait(wait):
+                return
+            try:
+                self.token = resolver.get()
+                secrets.write_private(self.path, self.token.value)
+                log.debug("token file for kernels refreshed")
+            except NbpluginsError as exc:
+                log.warning("could not refresh the kernels' token: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def kernel_environment(extra: Mapping[str, str] | None, credentials: Mapping[str, str]) -> dict[str, str]:
+    """The kernel's environment: this process's, our credentials, then the run's extras."""
+    secrets.environ_secrets(SECRET_ENV)
+    env = dict(os.environ)
+    env.update(credentials)
+    env.update(extra or {})
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
+def new_kernel_manager(kernel_name: str, directory: str | os.PathLike[str]) -> KernelManager:
+    """A kernel manager on the IPC transport with its sockets in a private directory."""
+    connection = Path(directory) / f"kernel-{uuid.uuid4().hex[:12]}.json"
+    return KernelManager(kernel_name=kernel_name, transport="ipc", connection_file=str(connection))
+
+
+def start_kernel(kernel_name: str, directory: str | os.PathLike[str], *, cwd: str | None,
+                 env: Mapping[str, str]) -> KernelManager:
+    """Start one kernel with ``cwd`` and ``env`` and return its manager."""
+    km = new_kernel_manager(kernel_name, directory)
+    run_sync(km.start_kernel)(cwd=cwd, env=dict(env))
+    return km
+
+
+def stop_kernel(km: KernelManager) -> None:
+    """Shut a kernel down at once and remove its connection and socket files."""
+    with contextlib.suppress(Exception):
+        run_sync(km.shutdown_kernel)(now=True)
+    with contextlib.suppress(Exception):
+        run_sync(km.cleanup_resources)()
+
+
+class KernelPool:
+    """Kernels started ahead of need, all alike (kernel, cwd, env); each is used for one run.
+
+    ``take()`` hands out a started kernel and starts a replacement in the background, so
+    kernel start-up overlaps execution. A kernel is never reused: no state carries over.
+    """
+
+    def __init__(self, kernel_name: str, *, size: int, cwd: str | None, env: Mapping[str, str],
+                 total: int | None = None) -> None:
+        self.kernel_name = kernel_name
+        self.cwd = cwd
+        self.env = dict(env)
+        self.size = max(1, size)
+        self.total = total  # kernels ever needed: no spare is started past it
+        self.directory = tempfile.mkdtemp(prefix="nbplugins-pool-")
+        self._ready: queue.Queue[KernelManager | BaseException] = queue.Queue()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._spawned = 0
+        for _ in range(self.size if total is None else min(self.size, total)):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._closed.is_set() or (self.total is not None and self._spawned >= self.total):
+                return
+            self._spawned += 1
+        threading.Thread(target=self._start_one, daemon=True, name="nbplugins-kernel-start").start()
+
+    def _start_one(self) -> None:
+        try:
+            km = start_kernel(self.kernel_name, self.directory, cwd=self.cwd, env=self.env)
+        except BaseException as exc:  # handed to the taker, who reports it
+            self._ready.put(exc)
+        else:
+            if self._closed.is_set():
+                stop_kernel(km)
+            else:
+                self._ready.put(km)
+
+    def take(self) -> KernelManager:
+        """A started kernel; a replacement starts at once (up to ``total``)."""
+        item = self._ready.get()
+        self._spawn()
+        if isinstance(item, BaseException):
+            raise NbpluginsError(f"kernel {self.kernel_name!r} did not start: {item}")
+        if not run_sync(item.is_alive)():  # died while waiting: start another in its place
+            stop_kernel(item)
+            with self._lock:
+                self._spawned -= 1
+            self._spawn()
+            return self.take()
+        return item
+
+    def close(self) -> None:
+        """Stop every idle kernel and the ones still starting."""
+        self._closed.set()
+        while True:
+            try:
+                item = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, KernelManager):
+                stop_kernel(item)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> KernelPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def credentials() -> Iterator[dict[str, str]]:
+    """The credential environment for kernels, kept fresh until the block ends."""
+    keeper = TokenKeeper()
+    try:
+        yield keeper.start()
+    finally:
+        keeper.stop()

@@ -1,0 +1,130 @@
+"""Notebook parameters: validation against the ``parameters`` cell, and secret references.
+
+A parameter value that names a secret instead of holding it is resolved into the kernel's
+environment; the injected cell reads it from there, so the value never lands in the notebook
+(papermill writes every parameter twice: the injected cell and ``metadata.papermill``).
+
+Reference syntax (a string parameter value):
+
+``@oidc``         the current OIDC access token (from :mod:`nbplugins.tokens`)
+``@env:NAME``     the value of environment variable ``NAME`` in the launching process
+``@file:PATH``    the contents of a file (for example a key file), stripped
+``@@text``        the literal string ``@text`` (escape for values that start with ``@``)
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from nbplugins import secrets
+from nbplugins.errors import ValidationError
+
+REFERENCE = re.compile(r"^@(oidc|env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
+ENV_PREFIX = "NBPLUGINS_SECRET_"
+
+
+def is_reference(value: Any) -> bool:
+    """True if ``value`` is a secret reference such as ``@oidc`` or ``@env:NAME``."""
+    return isinstance(value, str) and REFERENCE.match(value) is not None
+
+
+def unescape(value: Any) -> Any:
+    """``@@text`` -> ``@text``; anything else unchanged."""
+    if isinstance(value, str) and value.startswith("@@"):
+        return value[1:]
+    return value
+
+
+def env_name(parameter: str) -> str:
+    """The kernel environment variable that carries a secret parameter's value."""
+    return ENV_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", parameter).upper()
+
+
+def resolve_reference(parameter: str, reference: str) -> str:
+    """The secret value a reference names, registered with the scrubber."""
+    kind, _, arg = reference[1:].partition(":")
+    if kind == "oidc":
+        from nbplugins import tokens
+
+        value = tokens.current()
+    elif kind == "env":
+        value = os.environ.get(arg, "")
+        if not value:
+            raise ValidationError(f"parameter {parameter!r}: environment variable {arg} (from {reference}) is not set")
+    else:
+        try:
+            value = open(os.path.expanduser(arg)).read().strip()  # noqa: SIM115
+        except OSError as exc:
+            raise ValidationError(f"parameter {parameter!r}: cannot read {arg} ({exc.strerror})") from None
+        if not value:
+            raise ValidationError(f"parameter {parameter!r}: {arg} is empty")
+    secrets.register(value, f"parameter {parameter}")
+    return value
+
+
+def split(parameters: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Separate plain parameters (unescaped) from secret references."""
+    plain, refs = {}, {}
+    for name, value in parameters.items():
+        if is_reference(value):
+            refs[name] = value
+        else:
+            plain[name] = unescape(value)
+    return plain, refs
+
+
+def declared(nb: Any, kernel_name: str | None = None) -> dict[str, Any]:
+    """The parameters a notebook's ``parameters`` cell declares: name -> inferred type name."""
+    from papermill.inspection import _infer_parameters
+
+    for cell in nb.cells:  # papermill expects every cell to have a tags list
+        cell.setdefault("metadata", {}).setdefault("tags", [])
+    try:
+        found = _infer_parameters(nb, name=kernel_name)
+    except Exception:  # a language papermill cannot inspect: nothing known
+        return {}
+    return {p.name: _type_name(p.inferred_type_name, p.default) for p in found}
+
+
+def _type_name(annotated: str, default: str) -> str:
+    """The annotated type, else the type of the default's literal (``n = 1`` -> int)."""
+    if annotated and annotated != "None":
+        return annotated
+    try:
+        return type(ast.literal_eval(default)).__name__
+    except (ValueError, SyntaxError, TypeError):
+        return "None"
+
+
+def has_parameters_cell(nb: Any) -> bool:
+    return any("parameters" in cell.get("metadata", {}).get("tags", []) for cell in nb.cells)
+
+
+def check(nb: Any, parameters: Mapping[str, Any], *, source: str, allow_unknown: bool = False) -> None:
+    """Refuse parameters the notebook does not declare, listing the ones it does."""
+    if not parameters or allow_unknown or not has_parameters_cell(nb):
+        return
+    known = declared(nb)
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        names = ", ".join(sorted(known)) or "none"
+        raise ValidationError(
+            f"{source}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"(the parameters cell declares: {names}; use --allow-unknown to pass them anyway)"
+        )
+
+
+def reference_lines(refs: Mapping[str, str], language: str) -> str:
+    """Code that reads each secret parameter from the kernel environment."""
+    if language == "python":
+        lines = ["import os as _nbplugins_os"]
+        lines += [f'{name} = _nbplugins_os.environ["{env_name(name)}"]' for name in refs]
+    elif language == "R":
+        lines = [f'{name} <- Sys.getenv("{env_name(name)}")' for name in refs]
+    else:
+        raise ValidationError(f"secret parameter references need a Python or R kernel, not {language}")
+    return "\n".join(lines) + "\n"
