@@ -15,6 +15,10 @@ import click
 from nbplugins import __version__, secrets
 from nbplugins.errors import NbpluginsError
 
+# jsonschema imports the optional rfc3987-syntax IRI checker, which compiles a Lark grammar at
+# import (seconds, on every command that validates a notebook); nothing here uses IRI formats.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nbplugins")
@@ -78,6 +82,216 @@ def token_print(source: str | None) -> None:
 
     tok = TokenResolver(source=source).get()
     click.echo(tok.value)
+
+
+# --- sweep
+
+
+@cli.command("sweep")
+@click.argument("template", type=click.Path(dir_okay=False))
+@click.option("--grid", type=click.Path(dir_okay=False), help="YAML: name -> list of values (all combinations).")
+@click.option("--params", "table", type=click.Path(dir_okay=False), help="CSV table: one run per row.")
+@click.option("-o", "--output", "pattern", required=True,
+              help="Output path pattern, e.g. 'out/run-{alpha}-{n}.ipynb' or 's3://bucket/{index}.ipynb'.")
+@click.option("-j", "--jobs", default=2, show_default=True, help="Runs at once (and kernels kept warm).")
+@click.option("--report-dir", default=None, help="Where the summary goes (default: sweep-<template>).")
+@click.option("--force", is_flag=True, help="Run again the runs that finished earlier.")
+@click.option("--allow-unknown", is_flag=True, help="Pass parameters the template does not declare.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, with --executor dask.")
+def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, jobs: int,
+              report_dir: str | None, force: bool, allow_unknown: bool, executor: str,
+              scheduler: str | None) -> None:
+    """Run TEMPLATE once per parameter set, each in a fresh kernel, and summarize the runs."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from nbplugins import sweep
+    from nbplugins.errors import ExecutionError, ValidationError
+    from nbplugins.papermill import parameters
+
+    if (grid is None) == (table is None):
+        raise ValidationError("give exactly one of --grid FILE or --params FILE")
+    if grid:
+        sets = sweep.load_grid(grid)
+    else:
+        sets = sweep.load_table(table, parameters.declared(sweep._load(template)))
+    runs = sweep.plan(template, sets, pattern, allow_unknown=allow_unknown)
+    report = Path(report_dir or f"sweep-{Path(template).stem}")
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    with tqdm(total=len(runs), unit="run", desc="sweep", file=sys.stderr) as bar:
+        for event in sweep.run(template, runs, jobs=jobs, report_dir=report, force=force, executor=executor,
+                               scheduler=scheduler, allow_unknown=allow_unknown):
+            if event.kind in counts:
+                counts[event.kind] += 1
+                bar.update(1)
+                bar.set_postfix(counts)
+                if event.kind == "failed":
+                    tqdm.write(f"run {event.run.index} failed: {event.run.error}", file=sys.stderr)
+    paths = sweep.write_summary(runs, report, title=f"sweep of {Path(template).name}")
+    click.echo(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; "
+               f"summary: {paths['csv']}, report: {paths['html']}")
+    if counts["failed"]:
+        raise ExecutionError(f"{counts['failed']} of {len(runs)} runs failed (see {paths['csv']})")
+
+
+# --- link
+
+
+@cli.command("link")
+@click.argument("repo")
+@click.option("--hub", default=None, metavar="URL|NAME",
+              help="JupyterHub URL or name (egi, eosc, or one from [hubs.urls]).")
+@click.option("--branch", default=None, help="Branch or tag (default: the repo's default branch).")
+@click.option("--target-path", default=None, metavar="DIR",
+              help="Folder in the user's home (default: the last part of the repo URL).")
+@click.option("--open", "open_path", default=None, metavar="FILE",
+              help="Notebook or folder to open, relative to the repo root.")
+@click.option("--ui", type=click.Choice(["lab", "classic"]), default="lab", show_default=True,
+              help="Open it in JupyterLab or the classic notebook UI.")
+@click.option("--qr", default=None, metavar="OUT.png", help="Also write the link as a QR-code PNG.")
+@click.option("--check", is_flag=True,
+              help="Check in the repo that the branch and the --open file exist.")
+def link(repo: str, hub: str | None, branch: str | None, target_path: str | None,
+         open_path: str | None, ui: str, qr: str | None, check: bool) -> None:
+    """Print an nbgitpuller link that pulls REPO into the hub home and opens a notebook."""
+    from nbplugins.hub import links
+
+    made = links.build(repo, hub, branch=branch, target_path=target_path, open=open_path,
+                       ui=ui, check=check)
+    if made.resolved is not None:
+        r = made.resolved
+        what = f", {made.open} is a {r.open_kind}" if made.open else ""
+        click.echo(f"checked: {r.branch} at {r.commit[:10]}{what}", err=True)
+    if qr:
+        click.echo(f"QR code: {made.write_qr(qr)}", err=True)
+    click.echo(made.url)
+
+
+# --- data
+
+
+@cli.group()
+def data() -> None:
+    """Move data between the local disk, S3 and Onedata: verified, atomic, resumable."""
+
+
+def _data_command(name: str, summary: str):  # noqa: ANN202 - click decorator factory
+    @data.command(name, help=summary)
+    @click.argument("src")
+    @click.argument("dest")
+    @click.option("--profile", default=None, metavar="NAME", help="S3 profile ([s3.NAME]) for both ends.")
+    @click.option("--src-profile", default=None, metavar="NAME", help="S3 profile for SRC only.")
+    @click.option("--dest-profile", default=None, metavar="NAME", help="S3 profile for DEST only.")
+    @click.option("-j", "--concurrency", type=int, default=None, help="Parts in flight (profile default).")
+    @click.option("--part-size", type=int, default=None, metavar="MIB", help="Part / range size in MiB.")
+    @click.option("--no-manifest", is_flag=True, help="Do not write _MANIFEST.json for a directory.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+    def command(src: str, dest: str, profile: str | None, src_profile: str | None, dest_profile: str | None,
+                concurrency: int | None, part_size: int | None, no_manifest: bool, quiet: bool) -> None:
+        from nbplugins.storage import staging
+
+        events = getattr(staging, name)(
+            src, dest, profile=profile, src_profile=src_profile, dest_profile=dest_profile,
+            concurrency=concurrency, part_size=part_size * 2**20 if part_size else None,
+            manifest=not no_manifest)
+        result = staging.run(events, progress=not quiet, out=sys.stderr)
+        click.echo(f"{result.files} files, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s "
+                   f"({result.rate / 2**20:.1f} MiB/s); {result.skipped} already there"
+                   + (f"; manifest {result.manifest}" if result.manifest else ""))
+
+    return command
+
+
+_data_command("get", "Download SRC (s3://, onedata://) to the local path DEST.")
+_data_command("put", "Upload the local file or directory SRC to DEST (s3://, onedata://).")
+_data_command("sync", "Copy what differs from SRC to DEST (any two storage URLs or paths).")
+
+
+# --- pipeline
+
+
+@cli.group()
+def pipeline() -> None:
+    """Elyra pipelines: build from YAML, validate, run locally in parallel, export to KFP/Airflow."""
+
+
+def _params(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--param")
+        out[name.strip()] = value
+    return out
+
+
+_param_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                             help="Pipeline parameter value (repeatable).")
+
+
+@pipeline.command("build")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default=None, metavar="FILE.pipeline", help="Default: the spec name, .pipeline.")
+def pipeline_build(spec: str, output: str | None) -> None:
+    """Build an Elyra .pipeline file from a YAML SPEC (templates, parameters, edges, defaults)."""
+    from nbplugins.pipelines import spec as spec_mod
+
+    click.echo(f"wrote {spec_mod.build(spec, output)}")
+
+
+@pipeline.command("validate")
+@click.argument("path", type=click.Path(dir_okay=False))
+def pipeline_validate(path: str) -> None:
+    """Check a .pipeline file: schema, versions, cycles, files, parameters, images."""
+    from nbplugins.pipelines import elyra
+
+    p = elyra.load(path)
+    edges = sum(len(n.depends_on) for n in p.nodes)
+    click.echo(f"{path}: valid ({len(p.nodes)} nodes, {edges} edges, {len(p.parameters)} parameters)")
+
+
+@pipeline.command("run")
+@click.argument("path", type=click.Path(dir_okay=False))
+@_param_option
+@click.option("--run-dir", default=None, metavar="DIR", help="Where executed copies and the record go.")
+@click.option("-j", "--jobs", default=2, show_default=True, help="Nodes at once.")
+@click.option("--resume", is_flag=True, help="Re-run only the failed and skipped nodes of --run-dir.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def pipeline_run(path: str, params: tuple[str, ...], run_dir: str | None, jobs: int, resume: bool,
+                 quiet: bool) -> None:
+    """Run a pipeline locally: independent nodes in parallel, notebooks never modified in place."""
+    from nbplugins.pipelines import elyra, runner
+
+    job = runner.Run(elyra.load(path), run_dir, parameters=_params(params), jobs=jobs, resume=resume)
+    for _event in runner.with_progress(job, echo=lambda line: click.echo(line, err=True), disable=quiet or None):
+        pass
+    click.echo(f"{job.summary()}\nrecord: {job.record_path}\nreport: {job.run_dir / 'report.html'}", err=True)
+    job.raise_for_status()
+
+
+@pipeline.command("export")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--to", "target", type=click.Choice(["kfp", "airflow"]), required=True)
+@click.option("-o", "--output", default=None, metavar="FILE", help="Default: the pipeline name, .yaml or .py.")
+@_param_option
+@click.option("--s3-profile", default=None, metavar="NAME", help="S3 profile ([s3.NAME]) for the node archives.")
+@click.option("--bucket", required=True, help="Bucket that receives the node archives and outputs.")
+@click.option("--cos-secret", default="nbplugins-cos", show_default=True,
+              help="Kubernetes secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the cluster.")
+@click.option("--endpoint", default=None, metavar="URL", help="KFP API or Airflow URL recorded in the runtime config.")
+@click.option("--namespace", default=None, help="Kubernetes namespace the nodes run in.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def pipeline_export(path: str, target: str, output: str | None, params: tuple[str, ...], s3_profile: str | None,
+                    bucket: str, cos_secret: str, endpoint: str | None, namespace: str | None,
+                    overwrite: bool) -> None:
+    """Export to Kubeflow Pipelines (YAML) or Airflow (DAG .py) through Elyra; secrets stay Kubernetes secrets."""
+    from nbplugins.pipelines import export
+
+    out = export.export(path, target, output, parameters=_params(params), s3_profile=s3_profile, bucket=bucket,
+                        cos_secret=cos_secret, endpoint=endpoint, namespace=namespace, overwrite=overwrite)
+    click.echo(f"wrote {out}")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -60,11 +60,79 @@ class RetryConfig:
 
 
 @dataclass
+class S3Profile:
+    """One named S3 endpoint (``[s3.NAME]``) and where its keys come from."""
+
+    endpoint_url: str | None = setting(doc="S3 endpoint; AWS when unset")
+    region: str | None = setting(doc="signing region (us-east-1 when unset)")
+    access_key_id: str | None = setting(secret=True)
+    secret_access_key: str | None = setting(secret=True)
+    session_token: str | None = setting(secret=True)
+    credentials: str = setting("auto", doc="auto, static, env, keystone or aws (botocore's own chain)")
+    aws_profile: str | None = setting(doc="profile in ~/.aws for credentials = aws")
+    path_style: bool | None = setting(doc="path-style addressing; on by default for non-AWS endpoints")
+    checksum: str | None = setting(doc="when_required or when_supported; when_required for non-AWS")
+    concurrency: int = setting(16, doc="parallel requests per transfer")
+    max_pool_connections: int | None = setting(doc="HTTP connection pool size (concurrency + 4 when unset)")
+    part_size_mib: int = setting(16, doc="multipart part and download range size")
+    connect_timeout: float = setting(10.0)
+    read_timeout: float = setting(60.0)
+    verify: bool = setting(True, doc="verify TLS certificates")
+    ca_bundle: str | None = setting(doc="CA bundle file for a private endpoint")
+    keystone_url: str | None = setting(doc="Keystone v3 URL for the OIDC -> EC2 credential exchange")
+    project_id: str | None = setting(doc="OpenStack project the EC2 credential belongs to")
+    identity_provider: str = setting("egi.eu")
+    protocol: str = setting("openid")
+
+
+@dataclass
+class StorageConfig:
+    """Storage defaults: the S3 profile used when none is named, and remote-save pacing."""
+
+    profile: str | None = setting(env=("NBPLUGINS_S3_PROFILE",), doc="default [s3.NAME] profile")
+    save_interval: float = setting(30.0, env=("NBPLUGINS_SAVE_INTERVAL",),
+                                   doc="seconds between remote saves of a running notebook")
+
+
+@dataclass
+class OnedataConfig:
+    """Onedata (``onedata://space/path``): Onezone, Oneprovider, token and transfer sizes."""
+
+    zone: str = setting("https://datahub.egi.eu", env=("ONEDATA_ZONE", "ONEZONE_HOST"),
+                        doc="Onezone URL or host (mints tokens, finds the provider of a space)")
+    provider: str | None = setting(env=("ONEDATA_PROVIDER", "ONEPROVIDER_HOST", "ONECLIENT_PROVIDER_HOST"),
+                                   doc="Oneprovider URL or host; found through Onezone when unset")
+    token: str | None = setting(env=("ONEDATA_TOKEN", "ONEDATA_ACCESS_TOKEN"), secret=True,
+                                doc="Onedata REST access token; minted from the Check-in token when unset")
+    verify: str = setting("true", env=("ONEDATA_VERIFY",), doc="true, false or a CA bundle path")
+    block_size_mib: int = setting(8, env=("ONEDATA_BLOCK_SIZE_MIB",), doc="read block and write chunk size")
+    concurrency: int = setting(4, doc="parallel ranged requests in get/put of one file")
+    timeout: float = setting(120.0, doc="seconds to wait for one response")
+    token_ttl: int = setting(12 * 3600, doc="lifetime of a token minted at Onezone, seconds")
+    idp: str = setting("egi", doc="Onezone's name of the IdP of the Check-in token")
+
+
+@dataclass
+class HubsConfig:
+    """JupyterHubs that ``nbplugins link`` knows by name, besides the built-in ones."""
+
+    default: str | None = setting(env=("NBPLUGINS_HUB",), doc="hub name or URL used without --hub")
+    eosc: str | None = setting(env=("NBPLUGINS_EOSC_HUB_URL",), doc="EOSC EU Node notebooks hub URL")
+    urls: dict[str, str] = setting({}, doc="more hubs by name: [hubs.urls] workshop = \"https://...\"")
+    allow_local_repos: bool = setting(False, env=("NBPLUGINS_LINK_ALLOW_LOCAL",),
+                                      doc="accept local paths / file:// repos in links (tests only)")
+
+
+@dataclass
 class Config:
     """All of nbplugins' settings; later sections are added here, one dataclass each."""
 
     token: TokenConfig = field(default_factory=TokenConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    s3: dict[str, S3Profile] = field(default_factory=dict)
+    onedata: OnedataConfig = field(default_factory=OnedataConfig)
+    hubs: HubsConfig = field(default_factory=HubsConfig)
     source: str = field(default="defaults", compare=False)
 
 
@@ -209,4 +277,5 @@ def get() -> Config:
 
 
 def _relevant(name: str) -> bool:
-    return name.startswith(("NBPLUGINS_", "OIDC_", "AWS_", "ONEDATA_", "OSCAR_", "DATAMINER_"))
+    return name.startswith(("NBPLUGINS_", "OIDC_", "AWS_", "ONEDATA_", "OSCAR_", "DATAMINER_",
+                            "ONEZONE_", "ONEPROVIDER_", "ONECLIENT_"))

@@ -54,7 +54,7 @@ class HttpClient:
         self.retry = retry or Retry()
         self.timeout = timeout
         self.session = session or requests.Session()
-        self.session.verify = verify
+        self.verify = verify
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -70,6 +70,7 @@ class HttpClient:
         url = self.url(path)
         allowed = set(allow)
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("verify", self.verify)  # per request: REQUESTS_CA_BUNDLE overrides Session.verify
         headers = dict(kwargs.pop("headers", None) or {})
 
         def attempt(token: Token | None) -> requests.Response:

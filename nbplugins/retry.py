@@ -60,6 +60,8 @@ def is_transient(exc: BaseException) -> bool:
     """True for failures that a later attempt may not see: timeouts, resets, 429 and 5xx."""
     if isinstance(exc, TransientError):
         return True
+    if any(cls.__name__ in ("SSLError", "SSLCertVerificationError", "CertificateError") for cls in type(exc).__mro__):
+        return False  # a certificate problem does not fix itself
     if isinstance(exc, (TimeoutError, socket.timeout, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNO:

@@ -28,6 +28,7 @@ from jupyter_core.utils import run_sync
 
 from nbplugins import secrets, tokens
 from nbplugins.errors import NbpluginsError
+from nbplugins.papermill import forkserver
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,20 @@ def kernel_environment(extra: Mapping[str, str] | None, credentials: Mapping[str
     return env
 
 
-def new_kernel_manager(kernel_name: str, directory: str | os.PathLike[str]) -> KernelManager:
-    """A kernel manager on the IPC transport with its sockets in a private directory."""
+def new_kernel_manager(kernel_name: str, directory: str | os.PathLike[str], fork: bool = False) -> KernelManager:
+    """A kernel manager on the IPC transport with its sockets in a private directory.
+
+    With ``fork``, a Python kernel is forked from the running fork server (:mod:`.forkserver`).
+    """
     connection = Path(directory) / f"kernel-{uuid.uuid4().hex[:12]}.json"
-    return KernelManager(kernel_name=kernel_name, transport="ipc", connection_file=str(connection))
+    extra = {"kernel_spec_manager": forkserver.ForkingKernelSpecManager()} if fork else {}
+    return KernelManager(kernel_name=kernel_name, transport="ipc", connection_file=str(connection), **extra)
 
 
 def start_kernel(kernel_name: str, directory: str | os.PathLike[str], *, cwd: str | None,
-                 env: Mapping[str, str]) -> KernelManager:
+                 env: Mapping[str, str], fork: bool = False) -> KernelManager:
     """Start one kernel with ``cwd`` and ``env`` and return its manager."""
-    km = new_kernel_manager(kernel_name, directory)
+    km = new_kernel_manager(kernel_name, directory, fork=fork)
     run_sync(km.start_kernel)(cwd=cwd, env=dict(env))
     return km
 
@@ -129,10 +134,11 @@ class KernelPool:
 
     ``take()`` hands out a started kernel and starts a replacement in the background, so
     kernel start-up overlaps execution. A kernel is never reused: no state carries over.
+    Python kernels are forked from a fork server unless ``fork=False``.
     """
 
     def __init__(self, kernel_name: str, *, size: int, cwd: str | None, env: Mapping[str, str],
-                 total: int | None = None) -> None:
+                 total: int | None = None, fork: bool = True) -> None:
         self.kernel_name = kernel_name
         self.cwd = cwd
         self.env = dict(env)
@@ -143,6 +149,12 @@ class KernelPool:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._spawned = 0
+        self.server = None
+        if fork:
+            try:
+                self.server = forkserver.start_server(kernel_name, self.env)
+            except Exception as exc:  # fall back to ordinary kernel starts
+                log.info("no kernel fork server (%s); starting kernels normally", exc)
         for _ in range(self.size if total is None else min(self.size, total)):
             self._spawn()
 
@@ -155,7 +167,8 @@ class KernelPool:
 
     def _start_one(self) -> None:
         try:
-            km = start_kernel(self.kernel_name, self.directory, cwd=self.cwd, env=self.env)
+            km = start_kernel(self.kernel_name, self.directory, cwd=self.cwd, env=self.env,
+                              fork=self.server is not None)
         except BaseException as exc:  # handed to the taker, who reports it
             self._ready.put(exc)
         else:
@@ -188,6 +201,8 @@ class KernelPool:
                 break
             if isinstance(item, KernelManager):
                 stop_kernel(item)
+        if self.server is not None:
+            forkserver.stop_server(self.server)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> KernelPool:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import requests
 
 from nbplugins import scraps
 from nbplugins.errors import ExecutionError, ValidationError

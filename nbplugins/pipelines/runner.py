@@ -1,0 +1,535 @@
+"""Run an Elyra pipeline locally: independent nodes in parallel, a run record, resume after failures.
+
+Where Elyra's local runtime runs nodes one at a time and executes each notebook in place
+(overwriting it), this runner:
+
+* runs every node whose parents have succeeded, up to ``jobs`` at once;
+* never touches the pipeline's files: each node runs in its own folder
+  ``<run_dir>/nodes/<label>/``, holding the executed notebook (or the script and its log);
+* stages into that folder what the node would see on Kubeflow Pipelines or Airflow: its
+  ``dependencies`` (paths relative to its file, globs allowed) and the declared ``outputs``
+  of every node it depends on, directly or not. Files flow between nodes only when declared
+  as outputs, exactly as after an export; Elyra's local runtime, which runs all notebooks of
+  a folder in that folder, hides a missing declaration until the pipeline runs on a cluster.
+  Absolute paths, ``s3://`` and ``onedata://`` URLs work unchanged;
+* gives each notebook its papermill parameters and pipeline parameters (``--param``, which
+  Elyra supports on Kubeflow only), and each node its environment (pipeline parameters it
+  uses are also set as environment variables, as Elyra does on Kubeflow); env values such
+  as ``@env:NAME`` or ``@oidc`` are resolved here and scrubbed from every output;
+* on a failure lets independent branches finish and skips only the dependents;
+* records every node's status, times, outputs and error in ``run.json`` after each event,
+  so ``resume=True`` re-runs only the nodes that failed or were skipped.
+
+:meth:`Run.events` is a generator of :class:`Event` (started, finished, failed, skipped,
+reused) that the CLI's progress bar, the report and the tests consume alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nbplugins import secrets
+from nbplugins.errors import ExecutionError, NbpluginsError, ValidationError
+from nbplugins.pipelines import elyra
+from nbplugins.pipelines.model import PARAM_REF, Node, Pipeline
+
+RECORD = "run.json"
+DONE = ("succeeded", "reused")
+
+
+@dataclass
+class Event:
+    """Something that happened to a node (or the run when ``node`` is None)."""
+
+    kind: str  # run-started, started, finished, failed, skipped, reused, run-finished
+    node: str | None = None
+    time: float = field(default_factory=time.time)
+    duration: float | None = None
+    error: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(self) -> str:
+        """A one-line human description (what the CLI prints)."""
+        if self.kind in ("finished", "reused"):
+            extra = f" in {self.duration:.1f} s" if self.duration is not None else ""
+            return f"{self.node}: {'done' if self.kind == 'finished' else 'kept from the previous attempt'}{extra}"
+        if self.kind == "failed":
+            return f"{self.node}: FAILED: {self.error}"
+        if self.kind == "skipped":
+            return f"{self.node}: skipped ({self.error})"
+        if self.kind == "started":
+            return f"{self.node}: started"
+        return f"{self.kind}{': ' + self.error if self.error else ''}"
+
+
+def coerce(value: str, default: Any) -> Any:
+    """Convert a ``--param`` string to the type of the parameter's default (YAML rules if none)."""
+    if isinstance(default, bool):
+        if value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def resolve_parameters(pipeline: Pipeline, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Pipeline parameter values for one run: defaults, then ``overrides`` (typed like the default)."""
+    values = {name: p.default for name, p in pipeline.parameters.items()}
+    for name, raw in (overrides or {}).items():
+        if name not in pipeline.parameters:
+            known = ", ".join(pipeline.parameters) or "none"
+            raise ValidationError(f"{pipeline.where}: unknown pipeline parameter {name!r} (defined: {known})")
+        try:
+            values[name] = coerce(raw, pipeline.parameters[name].default) if isinstance(raw, str) else raw
+        except ValueError as exc:
+            raise ValidationError(f"{pipeline.where}: parameter {name!r}: {exc}") from None
+    for name, p in pipeline.parameters.items():
+        if p.required and values.get(name) in (None, ""):
+            raise ValidationError(f"{pipeline.where}: pipeline parameter {name!r} is required; pass --param {name}=...")
+    return values
+
+
+def node_parameters(pipeline: Pipeline, node: Node, values: Mapping[str, Any],
+                    declared: Iterable[str] = ()) -> dict[str, Any]:
+    """The papermill parameters of a node: its own (``${p}`` substituted), then used pipeline parameters."""
+    params: dict[str, Any] = {}
+    for name, value in node.parameters.items():
+        ref = PARAM_REF.match(value) if isinstance(value, str) else None
+        params[name] = values[ref.group(1)] if ref else value
+    for name in node.pipeline_parameters:
+        if name in declared and name not in params:
+            params[name] = values[name]
+    return params
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dst)
+
+
+def _matches(base: Path, pattern: str, recursive: bool = False) -> list[Path]:
+    if any(c in pattern for c in "*?["):
+        return [Path(p) for p in sorted(glob.glob(str(base / pattern), recursive=recursive))]
+    path = base / pattern
+    return [path] if path.exists() else []
+
+
+class Run:
+    """One run of a pipeline in a run folder; iterate :meth:`events` to execute it."""
+
+    def __init__(self, pipeline: Pipeline, run_dir: str | os.PathLike[str] | None = None, *,
+                 parameters: Mapping[str, Any] | None = None, jobs: int = 2, resume: bool = False,
+                 kernel_name: str | None = None, warm: bool = True) -> None:
+        elyra.validate(pipeline)
+        self.pipeline = pipeline
+        self.jobs = max(1, int(jobs))
+        self.kernel_name = kernel_name
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(run_dir or Path("runs") / f"{pipeline.name}-{stamp}").resolve()
+        self.record_path = self.run_dir / RECORD
+        self.name = f"{pipeline.name}-{stamp}"
+        previous = self._previous(resume)
+        if previous is not None and not parameters:
+            parameters = previous.get("parameters") or {}
+        self.values = resolve_parameters(pipeline, parameters)
+        if previous is not None and previous.get("parameters", {}) != self.values:
+            raise ValidationError(
+                f"{self.run_dir}: --resume with different parameters ({self._diff(previous['parameters'])}) "
+                "would mix results of two configurations; start a new run folder instead")
+        self.record = self._new_record(previous)
+        self._lock = threading.Lock()
+        self.warm = warm
+        self._warm_pool: ThreadPoolExecutor | None = None
+        self._warm_kernels: dict[str, Any] = {}
+        self._credentials: dict[str, str] | None = None
+        self._kernel_dir = ""
+
+    # -- record ----------------------------------------------------------------------------
+
+    def _fingerprint(self) -> str:
+        text = json.dumps(elyra.to_dict(self.pipeline), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _diff(self, old: Mapping[str, Any]) -> str:
+        keys = sorted(k for k in set(old) | set(self.values) if old.get(k) != self.values.get(k))
+        return ", ".join(f"{k}: {old.get(k)!r} -> {self.values.get(k)!r}" for k in keys)
+
+    def _previous(self, resume: bool) -> dict[str, Any] | None:
+        exists = self.record_path.exists()
+        if not resume:
+            if exists:
+                raise ValidationError(f"{self.run_dir} already holds a run; pass --resume to continue it "
+                                      "or choose another --run-dir")
+            return None
+        if not exists:
+            raise ValidationError(f"{self.run_dir}: no {RECORD} to resume from")
+        try:
+            previous = json.loads(self.record_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValidationError(f"{self.record_path}: unreadable run record ({exc})") from None
+        labels = {n.label for n in self.pipeline.nodes}
+        if set(previous.get("nodes", {})) != labels:
+            raise ValidationError(f"{self.record_path}: the run recorded other nodes than {self.pipeline.where} has; "
+                                  "resume needs the same pipeline")
+        self.name = previous.get("run_name", self.name)
+        return previous
+
+    def _new_record(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+        p = self.pipeline
+        labels = {n.id: n.label for n in p.nodes}
+        nodes = {}
+        for node in p.nodes:
+            old = (previous or {}).get("nodes", {}).get(node.label, {})
+            keep = old.get("status") in DONE
+            nodes[node.label] = {
+                "id": node.id, "file": node.filename, "kind": node.kind,
+                "depends_on": [labels[d] for d in node.depends_on],
+                "status": "reused" if keep else "pending",
+                "start": old.get("start") if keep else None, "end": old.get("end") if keep else None,
+                "duration": old.get("duration") if keep else None,
+                "outputs": old.get("outputs", []) if keep else [],
+                "error": None, "output_notebook": old.get("output_notebook") if keep else None,
+                "log": old.get("log") if keep else None,
+            }
+        return {
+            "pipeline": p.name, "source": p.source, "fingerprint": self._fingerprint(),
+            "run_name": self.name, "run_dir": str(self.run_dir),
+            "attempt": (previous or {}).get("attempt", 0) + 1,
+            "parameters": self.values, "jobs": self.jobs, "status": "running",
+            "start": time.time(), "end": None, "nodes": nodes,
+            "history": (previous or {}).get("history", []) + ([{
+                "attempt": previous.get("attempt", 1), "status": previous.get("status"),
+                "start": previous.get("start"), "end": previous.get("end"),
+            }] if previous else []),
+        }
+
+    def save(self) -> None:
+        """Write the run record atomically (it is readable while the run goes on)."""
+        with self._lock:
+            text = json.dumps(self.record, indent=2, default=str)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.record_path.with_name(f".{RECORD}.tmp")
+        tmp.write_text(secrets.redact(text))
+        os.replace(tmp, self.record_path)
+
+    # -- one node --------------------------------------------------------------------------
+
+    def node_dir(self, node: Node) -> Path:
+        return self.run_dir / "nodes" / node.label
+
+    def _stage(self, node: Node, workdir: Path) -> None:
+        """Put the node's dependencies and every ancestor's declared outputs into its folder."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        for old in workdir.iterdir():  # empty it, but keep the folder: a warm kernel may sit in it
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        source_dir = self.pipeline.path_of(node).parent
+        for dep in node.dependencies:
+            found = _matches(source_dir, dep, recursive=node.include_subdirectories)
+            if not found:
+                raise ExecutionError(f"node {node.label!r}: dependency {dep!r} not found in {source_dir}")
+            for path in found:
+                if path.is_dir() and not node.include_subdirectories and any(c in dep for c in "*?["):
+                    continue
+                _copy(path, workdir / path.relative_to(source_dir))
+        ids = self.pipeline.by_id()
+        for ancestor in self.pipeline.ancestors(node.id):
+            parent = ids[ancestor]
+            parent_dir = self.node_dir(parent)
+            for pattern in parent.outputs:
+                for path in _matches(parent_dir, pattern):
+                    _copy(path, workdir / path.relative_to(parent_dir))
+
+    def _env(self, node: Node) -> dict[str, str]:
+        from nbplugins.papermill.parameters import is_reference, resolve_reference
+
+        env = {name: str(value) for name, value in self.values.items() if name in node.pipeline_parameters}
+        for name, value in self.pipeline.env_of(node).items():
+            env[name] = resolve_reference(f"{node.label} env {name}", value) if is_reference(value) else value
+        env["ELYRA_RUNTIME_ENV"] = "local"
+        env["ELYRA_RUN_NAME"] = self.name
+        return env
+
+    def _kernel_of(self, nb: Any) -> str:
+        return self.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
+
+    # -- warm kernels: start the next nodes' kernels while their parents run -----------------
+
+    def _warmable(self, node: Node) -> bool:
+        from nbplugins.papermill.parameters import is_reference
+
+        # a secret parameter reference adds kernel env at execution time: such a node starts cold
+        return node.kind == "notebook" and not any(is_reference(v) for v in node.parameters.values())
+
+    def _warm_one(self, node: Node) -> Any:
+        import nbformat
+
+        from nbplugins.papermill import kernels
+
+        workdir = self.node_dir(node)
+        workdir.mkdir(parents=True, exist_ok=True)
+        nb = nbformat.read(str(self.pipeline.path_of(node)), as_version=4)
+        env = kernels.kernel_environment(self._env(node), self._credentials or {})
+        return kernels.start_kernel(self._kernel_of(nb), self._kernel_dir, cwd=str(workdir), env=env)
+
+    def _warm(self, node: Node) -> None:
+        if self._warm_pool is None or node.id in self._warm_kernels or not self._warmable(node):
+            return
+        self._warm_kernels[node.id] = self._warm_pool.submit(self._warm_one, node)
+
+    def _take_warm(self, node: Node) -> Any:
+        future = self._warm_kernels.pop(node.id, None)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001 - fall back to a cold start, which reports its own errors
+            return None
+
+    def _drop_warm(self, node_ids: Iterable[str]) -> None:
+        from nbplugins.papermill import kernels
+
+        for nid in node_ids:
+            future = self._warm_kernels.pop(nid, None)
+            if future is not None:
+                future.add_done_callback(lambda f: f.exception() is None and kernels.stop_kernel(f.result()))
+
+    def _collect_outputs(self, node: Node, workdir: Path) -> list[dict[str, Any]]:
+        outputs = []
+        for pattern in node.outputs:
+            found = _matches(workdir, pattern)
+            if not found:
+                raise ExecutionError(f"node {node.label!r}: declared output {pattern!r} was not produced")
+            for path in found:
+                outputs.append({"path": str(path.relative_to(self.run_dir)), "bytes": path.stat().st_size})
+        return outputs
+
+    def _execute(self, node: Node) -> dict[str, Any]:
+        """Stage, run and check one node; returns the record fields to update."""
+        workdir = self.node_dir(node)
+        self._stage(node, workdir)
+        source = self.pipeline.path_of(node)
+        env = self._env(node)
+        result: dict[str, Any] = {}
+        if node.kind == "notebook":
+            import nbformat
+
+            from nbplugins.papermill.engine import execute
+
+            nb = nbformat.read(str(source), as_version=4)
+            params = node_parameters(self.pipeline, node, self.values, elyra.declared(source) or {})
+            target = workdir / source.name
+            result["output_notebook"] = str(target.relative_to(self.run_dir))
+            kernel = self._kernel_of(nb)
+            km = self._take_warm(node)
+            try:
+                execute(str(source), str(target), params, cwd=str(workdir), env=env, kernel_name=kernel,
+                        km=km, credentials=self._credentials if km is not None else None)
+            finally:
+                if km is not None:
+                    from nbplugins.papermill import kernels
+
+                    kernels.stop_kernel(km)
+        else:
+            target = workdir / source.name
+            shutil.copy2(source, target)
+            argv = [sys.executable, target.name] if node.kind == "python" else ["Rscript", target.name]
+            log = workdir / f"{source.stem}.log"
+            result["log"] = str(log.relative_to(self.run_dir))
+            try:
+                proc = subprocess.run(argv, cwd=workdir, env={**os.environ, **env}, capture_output=True,
+                                      text=True, stdin=subprocess.DEVNULL)
+            except FileNotFoundError:
+                raise ExecutionError(f"node {node.label!r}: {argv[0]} is not installed") from None
+            secrets.write_private(log, secrets.redact(proc.stdout + proc.stderr))
+            if proc.returncode != 0:
+                last = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
+                raise ExecutionError(f"{source.name} exited with {proc.returncode}: {secrets.redact(last[0])[:300]}")
+        result["outputs"] = self._collect_outputs(node, workdir)
+        return result
+
+    def _worker(self, node: Node, events: queue.Queue[tuple[Node, Event, dict[str, Any]]]) -> None:
+        start = time.time()
+        events.put((node, Event("started", node.label, start), {"status": "running", "start": start}))
+        try:
+            fields = self._execute(node)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a node event
+            end = time.time()
+            message = str(exc) if isinstance(exc, NbpluginsError) else f"{type(exc).__name__}: {exc}"
+            message = secrets.redact(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+            events.put((node, Event("failed", node.label, end, end - start, message),
+                        {"status": "failed", "end": end, "duration": end - start, "error": message}))
+            return
+        end = time.time()
+        events.put((node, Event("finished", node.label, end, end - start, outputs=fields["outputs"]),
+                    {**fields, "status": "succeeded", "end": end, "duration": end - start}))
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def _setup_warm(self, stack: contextlib.ExitStack) -> None:
+        """One token keeper for the whole run, and a thread that starts kernels ahead of need."""
+        import tempfile
+
+        from nbplugins.papermill import kernels
+
+        self._credentials = stack.enter_context(kernels.credentials())
+        self._kernel_dir = tempfile.mkdtemp(prefix="nbplugins-kernels-")
+        stack.callback(shutil.rmtree, self._kernel_dir, True)
+        if self.warm:
+            self._warm_pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nbplugins-warm")
+
+    def _update(self, label: str, fields: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.record["nodes"][label].update(fields)
+
+    def events(self) -> Iterator[Event]:
+        """Execute the pipeline, yielding an event for each change; the record follows every event."""
+        p = self.pipeline
+        ids = p.by_id()
+        status = {n.id: self.record["nodes"][n.label]["status"] for n in p.nodes}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.save()
+        yield Event("run-started", error=f"{len(p.nodes)} nodes, {self.jobs} at a time, in {self.run_dir}")
+        for node in p.order():
+            if status[node.id] == "reused":
+                rec = self.record["nodes"][node.label]
+                yield Event("reused", node.label, duration=rec.get("duration"), outputs=rec.get("outputs", []))
+        inbox: queue.Queue[tuple[Node, Event, dict[str, Any]]] = queue.Queue()
+        running: set[str] = set()
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nbplugins-node")
+        stack = contextlib.ExitStack()
+        try:
+            self._setup_warm(stack)
+            while True:
+                for node in p.order():  # launch every ready node, in file order
+                    if len(running) >= self.jobs:
+                        break
+                    if status[node.id] == "pending" and all(status[d] in DONE for d in node.depends_on):
+                        self._warm(node)  # its kernel boots while the worker imports the engine
+                        status[node.id] = "running"
+                        running.add(node.id)
+                        pool.submit(self._worker, node, inbox)
+                # the next nodes in line (parents running or done) get their kernels started now
+                upcoming = [n for n in p.order() if status[n.id] == "pending"
+                            and all(status[d] in (*DONE, "running") for d in n.depends_on)]
+                for node in upcoming[:self.jobs]:
+                    self._warm(node)
+                if not running:
+                    break
+                node, event, fields = inbox.get()
+                self._update(node.label, fields)
+                if event.kind != "started":
+                    running.discard(node.id)
+                    status[node.id] = fields["status"]
+                self.save()
+                yield event
+                if event.kind == "failed":
+                    self._drop_warm(p.descendants(node.id))
+                    for nid in sorted(p.descendants(node.id), key=[n.id for n in p.order()].index):
+                        if status[nid] == "pending":
+                            status[nid] = "skipped"
+                            why = f"because {node.label!r} failed"
+                            self._update(ids[nid].label, {"status": "skipped", "error": why})
+                            self.save()
+                            yield Event("skipped", ids[nid].label, error=why)
+        except BaseException:
+            self.record["status"] = "interrupted"
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._drop_warm(list(self._warm_kernels))
+            if self._warm_pool is not None:
+                self._warm_pool.shutdown(wait=True)
+            stack.close()
+            self.record["end"] = time.time()
+            if self.record["status"] != "interrupted":
+                bad = [s for s in status.values() if s not in DONE]
+                self.record["status"] = "failed" if bad else "succeeded"
+            self.save()
+            with contextlib.suppress(Exception):
+                from nbplugins.pipelines import report
+
+                report.write(self.record, self.run_dir / "report.html", p)
+        yield Event("run-finished", error=self.summary())
+
+    # -- results ---------------------------------------------------------------------------
+
+    def by_status(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for label, rec in self.record["nodes"].items():
+            out.setdefault(rec["status"], []).append(label)
+        return out
+
+    def summary(self) -> str:
+        """One line: counts per status, and which nodes failed and were skipped."""
+        groups = self.by_status()
+        parts = [f"{len(groups[s])} {s}" for s in ("succeeded", "reused", "failed", "skipped", "pending") if s in groups]
+        line = f"{self.pipeline.name}: " + ", ".join(parts)
+        if groups.get("failed"):
+            line += f"; failed: {', '.join(groups['failed'])}"
+        if groups.get("skipped"):
+            line += f"; skipped: {', '.join(groups['skipped'])}"
+        return line
+
+    def raise_for_status(self) -> None:
+        """ExecutionError naming the failed nodes (and how to resume) unless every node succeeded."""
+        groups = self.by_status()
+        failed = groups.get("failed", [])
+        if self.record["status"] == "succeeded":
+            return
+        first = self.record["nodes"][failed[0]]["error"] if failed else "interrupted"
+        raise ExecutionError(
+            f"{self.summary()} ({failed[0] if failed else 'run'}: {first}); "
+            f"re-run the failed and skipped nodes with --resume --run-dir {self.run_dir}")
+
+
+def run(pipeline: Pipeline | str | os.PathLike[str], run_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Run:
+    """Run a pipeline to the end (no progress output); returns the finished :class:`Run`."""
+    if not isinstance(pipeline, Pipeline):
+        pipeline = elyra.load(pipeline)
+    job = Run(pipeline, run_dir, **kwargs)
+    for _ in job.events():
+        pass
+    return job
+
+
+def with_progress(job: Run, *, echo: Any = None, disable: bool | None = None) -> Iterator[Event]:
+    """Yield ``job``'s events while a tqdm bar counts finished nodes; ``echo`` prints each line."""
+    from tqdm.auto import tqdm
+
+    total = len(job.pipeline.nodes)
+    with tqdm(total=total, unit="node", desc=job.pipeline.name, disable=disable, leave=True) as bar:
+        for event in job.events():
+            if event.kind in ("finished", "failed", "skipped", "reused"):
+                bar.update(1)
+            if echo is not None and event.kind not in ("run-started", "run-finished"):
+                bar.write(event.line()) if not bar.disable else echo(event.line())
+            yield event

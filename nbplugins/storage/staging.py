@@ -1,0 +1,1007 @@
+"""Staging: get / put / sync between local disk, S3 and Onedata; concurrent, verified, atomic, resumable.
+
+A transfer is planned (list the source, map each file to its destination, refuse paths that
+escape it), files already present with the same size and checksum are skipped, and the rest
+move in parts on a thread pool: multipart uploads and ranged downloads, at most
+``concurrency`` parts in flight, so memory stays near ``concurrency x part_size`` whatever
+the file size. Every part goes through :mod:`nbplugins.retry`; every file is verified
+(size, and MD5 against the server's ETag or the source manifest) and published atomically
+(S3 multipart completes at once; local files are written under a temporary name and
+renamed). A directory transfer writes ``_MANIFEST.json`` (sizes and checksums) last, so a
+reader can tell a complete set from a partial one.
+
+The work is a generator of :class:`Event`; :func:`run` consumes it with tqdm bars, and
+templates, reports and services can consume the same iterator.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import posixpath
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from nbplugins import storage
+from nbplugins.errors import Cancelled, NbpluginsError, StorageError, TransientError
+from nbplugins.retry import Retry, describe, is_transient
+from nbplugins.storage import Location
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_MANIFEST.json"
+MANIFEST_FORMAT = "nbplugins-manifest/1"
+TMP_MARK = ".nbp-part-"
+META_PART_SIZE = "nbplugins-part-size"
+CHUNK = 1 << 20
+MAX_PARTS = 10_000
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass
+class Event:
+    """One step of a transfer.
+
+    ``kind``: ``plan`` (totals known), ``skip`` (already at the destination), ``bytes``
+    (``size`` bytes moved), ``file`` (one file published and verified), ``retry`` (a
+    checksum mismatch re-sent a file), ``manifest`` (manifest written), ``done`` (totals).
+    """
+
+    kind: str
+    path: str = ""
+    size: int = 0
+    files: int = 0
+    message: str = ""
+
+
+@dataclass
+class Summary:
+    """What a transfer did."""
+
+    files: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    skipped_bytes: int = 0
+    seconds: float = 0.0
+    manifest: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+def etag_of(digests: list[bytes]) -> str:
+    """The S3 ETag of data whose parts have these MD5 digests (plain MD5 for one part)."""
+    if len(digests) == 1:
+        return digests[0].hex()
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def part_count(size: int, part_size: int) -> int:
+    return max(1, math.ceil(size / part_size))
+
+
+def file_etags(path: str, part_size: int) -> tuple[str, str]:
+    """(plain MD5, S3 multipart ETag for ``part_size``) of a local file, in one read."""
+    whole = hashlib.md5()
+    digests: list[bytes] = []
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(part_size)
+            if not block and digests:
+                break
+            whole.update(block)
+            digests.append(hashlib.md5(block).digest())
+            if len(block) < part_size:
+                break
+    return whole.hexdigest(), etag_of(digests)
+
+
+def guess_part_size(size: int, etag: str) -> int | None:
+    """The part size a multipart ETag ``...-N`` was likely made with (whole MiB), if any."""
+    if "-" not in etag:
+        return None
+    try:
+        parts = int(etag.rsplit("-", 1)[1])
+    except ValueError:
+        return None
+    if parts < 1:
+        return None
+    mib = 1 << 20
+    guess = math.ceil(size / parts / mib) * mib
+    return guess if part_count(size, guess) == parts else None
+
+
+class ChecksumMismatch(TransientError):
+    """Bytes arrived that do not match their checksum; retried, then reported."""
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Entry:
+    """One file to move: where from, where to, its size and expected checksum."""
+
+    rel: str
+    src: str
+    dest: str
+    size: int
+    etag: str | None = None  # expected S3-style MD5 (from the source)
+    part_size: int | None = None  # part size of a multipart etag
+    result_etag: str | None = None
+    result_part_size: int | None = None
+    attempts: int = 0
+
+
+def _clean(etag: Any) -> str | None:
+    if not isinstance(etag, str) or not etag:
+        return None
+    etag = etag.strip().strip('"').lower()
+    return etag if all(c in "0123456789abcdef-" for c in etag) and len(etag) >= 32 else None
+
+
+def _safe_rel(rel: str, where: str) -> str:
+    """A relative path with no ``..``, absolute or empty part; else a StorageError."""
+    rel = rel.replace("\\", "/")
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("..", "") for p in parts) or ":" in parts[0][1:2]:
+        raise StorageError(f"{where}: path {rel!r} escapes the destination; nothing was transferred")
+    return rel
+
+
+def _list_source(loc: Location) -> tuple[list[tuple[str, str, int, str | None, int | None]], bool]:
+    """[(rel, path, size, etag, part_size)], and whether the source is a directory/prefix."""
+    if loc.is_local:
+        return _list_local(loc)
+    if loc.scheme == "s3":
+        return _list_s3(loc)
+    return _list_fsspec(loc)
+
+
+def _list_local(loc: Location) -> tuple[list[Any], bool]:
+    path = loc.path
+    if os.path.isfile(path):
+        return [(os.path.basename(path), path, os.path.getsize(path), None, None)], False
+    if not os.path.isdir(path):
+        raise StorageError(f"{loc.url}: no such file or directory")
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            if TMP_MARK in name:
+                continue
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, path).replace(os.sep, "/")
+            found.append((rel, full, os.path.getsize(full), None, None))
+    return found, True
+
+
+def _s3_call(fn: Callable[[], Any], what: str, retry: Retry) -> Any:
+    from nbplugins.storage.s3 import storage_error
+
+    try:
+        return retry.call(fn, what=what)
+    except NbpluginsError:
+        raise
+    except Exception as exc:
+        raise storage_error(exc, what) from None
+
+
+def _bucket_key(path: str) -> tuple[str, str]:
+    bucket, _, key = path.partition("/")
+    return bucket, key
+
+
+def _list_s3(loc: Location) -> tuple[list[Any], bool]:
+    client = _client(loc)
+    retry = Retry.from_config()
+    bucket, key = _bucket_key(loc.path)
+    if key and not key.endswith("/"):
+        try:
+            head = retry.call(lambda: client.head_object(Bucket=bucket, Key=key), what=f"HEAD {loc.url}")
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                from nbplugins.storage.s3 import storage_error
+
+                raise storage_error(exc, loc.url) from None
+        else:
+            part = head.get("Metadata", {}).get(META_PART_SIZE)
+            return [(posixpath.basename(key), loc.path, head["ContentLength"], _clean(head.get("ETag")),
+                     int(part) if part and part.isdigit() else None)], False
+    prefix = key if not key or key.endswith("/") else key + "/"
+    found = []
+    token: str | None = None
+    while True:
+        kwargs = {"Bucket": bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+        page = _s3_call(lambda kw=kwargs: client.list_objects_v2(**kw), f"list {loc.url}", retry)
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix):]
+            if not rel or rel.endswith("/"):
+                continue
+            found.append((rel, f"{bucket}/{obj['Key']}", obj["Size"], _clean(obj.get("ETag")), None))
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            break
+    if not found:
+        raise StorageError(f"{loc.url}: no such object or prefix in bucket {bucket!r}")
+    return found, True
+
+
+def _list_fsspec(loc: Location) -> tuple[list[Any], bool]:
+    fs = loc.fs
+    try:
+        info = fs.info(loc.path)
+    except FileNotFoundError:
+        raise StorageError(f"{loc.url}: no such file or directory") from None
+    except Exception as exc:
+        raise StorageError(f"{loc.url}: {describe(exc)}") from None
+    if info.get("type") != "directory":
+        return [(posixpath.basename(loc.path.rstrip("/")), info["name"], info.get("size") or 0,
+                 _clean(info.get("ETag") or info.get("etag")), None)], False
+    base = info["name"].rstrip("/")
+    found = []
+    for path, item in sorted(fs.find(loc.path, detail=True).items()):
+        if item.get("type") == "directory" or TMP_MARK in path:
+            continue
+        rel = path[len(base):].lstrip("/") if path.startswith(base) else posixpath.basename(path)
+        found.append((rel, path, item.get("size") or 0, _clean(item.get("ETag") or item.get("etag")), None))
+    return found, True
+
+
+def _read_manifest(loc: Location, retry: Retry) -> dict[str, Any]:
+    """The source's manifest entries by relative path ({} when there is none)."""
+    path = loc.join(MANIFEST)
+    try:
+        if loc.scheme == "s3":
+            bucket, key = _bucket_key(path)
+            body = retry.call(lambda: _client(loc).get_object(Bucket=bucket, Key=key)["Body"].read(),
+                              what=f"read {MANIFEST}")
+        elif loc.is_local:
+            with open(path, "rb") as handle:
+                body = handle.read()
+        else:
+            body = loc.fs.cat_file(path)
+        data = json.loads(body)
+    except Exception:
+        return {}
+    files = data.get("files") if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT else None
+    return files if isinstance(files, dict) else {}
+
+
+# ----------------------------------------------------------------------------- clients
+
+
+_clients_lock = threading.Lock()
+
+
+def _client(loc: Location) -> Any:
+    """One thread-safe botocore client per resolved S3 location."""
+    with _clients_lock:
+        client = loc.__dict__.get("_client")
+        if client is None:
+            client = loc.__dict__["_client"] = loc.s3.client()
+        return client
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+class _Job:
+    """State of one file in flight: parts done, digests, destination handle."""
+
+    def __init__(self, entry: Entry, part_size: int) -> None:
+        self.entry = entry
+        self.part_size = part_size
+        self.parts = part_count(entry.size, part_size)
+        self.digests: list[bytes | None] = [None] * self.parts
+        self.etags: list[str | None] = [None] * self.parts
+        self.done = 0
+        self.lock = threading.Lock()
+        self.handle: Any = None
+        self.failed = False
+
+    def part_range(self, index: int) -> tuple[int, int]:
+        offset = index * self.part_size
+        return offset, min(self.part_size, self.entry.size - offset)
+
+    def mark(self, index: int, digest: bytes) -> bool:
+        with self.lock:
+            self.digests[index] = digest
+            self.done += 1
+            return self.done == self.parts
+
+
+class _LocalSource:
+    def __init__(self, loc: Location) -> None:
+        self.loc = loc
+
+    def read(self, path: str, offset: int, length: int) -> Iterator[bytes]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            pos, end = offset, offset + length
+            while pos < end:
+                block = os.pread(fd, min(end - pos, 64 * CHUNK), pos)
+                if not block:
+                    raise StorageError(f"{path}: file shrank while it was being sent")
+                yield block
+                pos += len(block)
+        finally:
+            os.close(fd)
+
+
+class _S3Source:
+    def __init__(self, loc: Location) -> None:
+        self.loc = loc
+        self.client = _client(loc)
+
+    def read(self, path: str, offset: int, length: int) -> Iterator[bytes]:
+        if length == 0:
+            return
+        bucket, key = _bucket_key(path)
+        response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+        body = response["Body"]
+        try:
+            got = 0
+            while got < length:
+                block = body.read(min(CHUNK, length - got))
+                if not block:
+                    raise TransientError(f"s3://{path}: connection closed after {got} of {length} bytes")
+                got += len(block)
+                yield block
+        finally:
+            body.close()
+
+
+class _FsspecSource:
+    def __init__(self, loc: Location) -> None:
+        self.loc = loc
+
+    def read(self, path: str, offset: int, length: int) -> Iterator[bytes]:
+        pos, end = offset, offset + length
+        while pos < end:
+            block = self.loc.fs.cat_file(path, start=pos, end=min(end, pos + 8 * CHUNK))
+            if not block:
+                raise TransientError(f"{self.loc.scheme}://{path}: short read at {pos}")
+            yield block
+            pos += len(block)
+
+
+class _LocalDest:
+    """Parallel pwrite into ``.NAME.nbp-part-XXXX`` beside the target, renamed when verified."""
+
+    parallel = True
+    needs_bytes = False
+
+    def __init__(self, loc: Location) -> None:
+        self.loc = loc
+
+    def open(self, job: _Job) -> None:
+        target = job.entry.dest
+        directory = os.path.dirname(target) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(f"{directory}: a file is in the way where a directory is expected") from None
+        if os.path.isdir(target):
+            raise StorageError(f"{target}: a directory is in the way where a file is expected")
+        tmp = os.path.join(directory, f".{os.path.basename(target)}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        job.handle = (fd, tmp)
+        try:
+            os.ftruncate(fd, job.entry.size)
+        except OSError as exc:
+            self.abort(job)
+            raise _disk_error(target, exc) from None
+
+    def write_at(self, job: _Job, offset: int, block: bytes) -> None:
+        fd, tmp = job.handle
+        view = memoryview(block)
+        while view:
+            try:
+                written = os.pwrite(fd, view, offset)
+            except OSError as exc:
+                raise _disk_error(job.entry.dest, exc) from None
+            view = view[written:]
+            offset += written
+
+    def commit(self, job: _Job) -> None:
+        fd, tmp = job.handle
+        os.close(fd)
+        job.handle = (None, tmp)
+        if os.path.getsize(tmp) != job.entry.size:
+            raise ChecksumMismatch(f"{job.entry.dest}: size {os.path.getsize(tmp)}, expected {job.entry.size}")
+        os.replace(tmp, job.entry.dest)
+
+    def verify_file(self, job: _Job) -> str:
+        """Plain MD5 of the written temp file (when the source gave a plain MD5 for many parts)."""
+        _, tmp = job.handle
+        return file_etags(tmp, job.part_size)[0]
+
+    def abort(self, job: _Job) -> None:
+        if not job.handle:
+            return
+        fd, tmp = job.handle
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        job.handle = None
+
+
+def _disk_error(path: str, exc: OSError) -> StorageError:
+    return StorageError(f"{path}: cannot write: {exc.strerror or exc} (nothing was left at the destination)")
+
+
+class _S3Dest:
+    """Single PUT for one part, multipart upload otherwise; both atomic at the final key."""
+
+    parallel = True
+    needs_bytes = True
+
+    def __init__(self, loc: Location, retry: Retry) -> None:
+        self.loc = loc
+        self.client = _client(loc)
+        self.retry = retry
+
+    def open(self, job: _Job) -> None:
+        if job.parts == 1:
+            return
+        bucket, key = _bucket_key(job.entry.dest)
+        response = _s3_call(
+            lambda: self.client.create_multipart_upload(
+                Bucket=bucket, Key=key, Metadata={META_PART_SIZE: str(job.part_size)}),
+            f"start upload of s3://{job.entry.dest}", self.retry)
+        job.handle = response["UploadId"]
+
+    def write_part(self, job: _Job, index: int, data: bytes, digest: bytes) -> None:
+        bucket, key = _bucket_key(job.entry.dest)
+        md5 = base64.b64encode(digest).decode()
+        if job.parts == 1:
+            response = self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentMD5=md5)
+        else:
+            response = self.client.upload_part(Bucket=bucket, Key=key, UploadId=job.handle,
+                                               PartNumber=index + 1, Body=data, ContentMD5=md5)
+        etag = _clean(response.get("ETag"))
+        if etag and "-" not in etag and etag != digest.hex():
+            raise ChecksumMismatch(f"s3://{job.entry.dest} part {index + 1}: server stored MD5 {etag}, sent {digest.hex()}")
+        job.etags[index] = response.get("ETag")
+
+    def commit(self, job: _Job) -> str | None:
+        if job.parts == 1:
+            return None
+        bucket, key = _bucket_key(job.entry.dest)
+        parts = [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(job.etags)]
+        response = _s3_call(
+            lambda: self.client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=job.handle,
+                                                          MultipartUpload={"Parts": parts}),
+            f"complete upload of s3://{job.entry.dest}", self.retry)
+        job.handle = None
+        return _clean(response.get("ETag"))
+
+    def abort(self, job: _Job) -> None:
+        if job.handle:
+            bucket, key = _bucket_key(job.entry.dest)
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=job.handle)
+            job.handle = None
+
+    def write_manifest(self, path: str, body: bytes) -> None:
+        bucket, key = _bucket_key(path)
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        _s3_call(lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5,
+                                                ContentType="application/json"),
+                 f"write s3://{path}", self.retry)
+
+
+class _FsspecDest:
+    """Sequential write to a temporary name, then a rename (Onedata and other fsspec backends)."""
+
+    parallel = False
+    needs_bytes = False
+
+    def __init__(self, loc: Location) -> None:
+        self.loc = loc
+
+    def tmp_name(self, target: str) -> str:
+        head, name = posixpath.split(target)
+        return posixpath.join(head, f".{name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+
+    def abort(self, job: _Job) -> None:
+        if job.handle:
+            with contextlib.suppress(Exception):
+                self.loc.fs.rm_file(job.handle)
+            job.handle = None
+
+    def write_manifest(self, path: str, body: bytes) -> None:
+        tmp = self.tmp_name(path)
+        self.loc.fs.pipe_file(tmp, body)
+        self.loc.fs.mv(tmp, path)
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+class _Transfer:
+    """Plans and runs one transfer as a generator of events."""
+
+    def __init__(self, src: Location, dest: Location, *, concurrency: int | None, part_size: int | None,
+                 retry: Retry | None, cancel: threading.Event | None, write_manifest: bool) -> None:
+        self.src, self.dest = src, dest
+        s3 = dest.s3 or src.s3
+        self.concurrency = concurrency or (s3.concurrency if s3 else 8)
+        self.part_size = part_size or (s3.part_size if s3 else 16 * CHUNK)
+        if self.part_size < 5 * CHUNK and dest.scheme == "s3":
+            raise StorageError("part size must be at least 5 MiB for S3 multipart uploads")
+        self.cancel = cancel or threading.Event()
+        self.retry = (retry or Retry.from_config()).with_(cancel=self.cancel, retryable=_retryable)
+        self.write_manifest_file = write_manifest
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.reader = _LocalSource(src) if src.is_local else _S3Source(src) if src.scheme == "s3" else _FsspecSource(src)
+        if dest.is_local:
+            self.writer: Any = _LocalDest(dest)
+        elif dest.scheme == "s3":
+            self.writer = _S3Dest(dest, self.retry)
+        else:
+            self.writer = _FsspecDest(dest)
+
+    # -- planning
+
+    def plan(self) -> tuple[list[Entry], bool]:
+        listed, is_dir = _list_source(self.src)
+        manifest = _read_manifest(self.src, self.retry) if is_dir else {}
+        dest_is_dir = is_dir or self._dest_is_dir()
+        if is_dir:
+            self._check_dest_dir()
+        entries: list[Entry] = []
+        seen: set[str] = set()
+        for rel, path, size, etag, part in listed:
+            if is_dir and rel == MANIFEST:
+                continue
+            rel = _safe_rel(rel, self.src.url) if is_dir else rel
+            known = manifest.get(rel)
+            if isinstance(known, dict) and known.get("size") == size and _clean(known.get("etag")):
+                etag, part = _clean(known["etag"]), known.get("part_size") or part
+            elif etag and "-" in etag and not part:
+                part = guess_part_size(size, etag)
+            dest = self.dest.join(rel) if dest_is_dir else self.dest.path
+            if self.dest.is_local:
+                root = os.path.realpath(self.dest.path if dest_is_dir else os.path.dirname(dest) or ".")
+                real = os.path.realpath(dest)
+                if dest_is_dir and not real.startswith(root + os.sep):
+                    raise StorageError(f"{self.src.url}: path {rel!r} escapes the destination; nothing was transferred")
+            entries.append(Entry(rel, path, dest, size, etag, part))
+            seen.add(rel)
+        for entry in entries:  # "a" as a file and "a/b" below it cannot both exist
+            parent = posixpath.dirname(entry.rel)
+            while parent:
+                if parent in seen:
+                    raise StorageError(f"{self.src.url}: {parent!r} is both a file and a directory; nothing was transferred")
+                parent = posixpath.dirname(parent)
+        return entries, is_dir
+
+    def _dest_is_dir(self) -> bool:
+        if self.dest.url.endswith("/"):
+            return True
+        if self.dest.is_local:
+            return os.path.isdir(self.dest.path)
+        return False
+
+    def _check_dest_dir(self) -> None:
+        if self.dest.is_local and os.path.exists(self.dest.path) and not os.path.isdir(self.dest.path):
+            raise StorageError(f"{self.dest.path}: is a file, expected a directory for {self.src.url}")
+        if self.dest.scheme == "s3":
+            bucket, _ = _bucket_key(self.dest.path)
+            _s3_call(lambda: _client(self.dest).head_bucket(Bucket=bucket), f"bucket s3://{bucket}", self.retry)
+
+    def existing(self, entries: list[Entry]) -> dict[str, tuple[int, str | None, int | None]]:
+        """What is already at the destination: {dest path: (size, etag, part_size)}."""
+        if self.dest.is_local:
+            out = {}
+            for e in entries:
+                with contextlib.suppress(OSError):
+                    if os.path.isfile(e.dest):
+                        out[e.dest] = (os.path.getsize(e.dest), None, None)
+            return out
+        if self.dest.scheme == "s3":
+            bucket, key = _bucket_key(self.dest.path)
+            client = _client(self.dest)
+            out = {}
+            if len(entries) == 1 and not self.dest.url.endswith("/"):
+                try:
+                    head = client.head_object(Bucket=bucket, Key=_bucket_key(entries[0].dest)[1])
+                    part = head.get("Metadata", {}).get(META_PART_SIZE)
+                    out[entries[0].dest] = (head["ContentLength"], _clean(head.get("ETag")),
+                                            int(part) if part and part.isdigit() else None)
+                except Exception:
+                    pass
+                return out
+            prefix = key.rstrip("/") + "/" if key else ""
+            token = None
+            while True:
+                kwargs = {"Bucket": bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+                page = _s3_call(lambda kw=kwargs: client.list_objects_v2(**kw), f"list {self.dest.url}", self.retry)
+                for obj in page.get("Contents", []):
+                    out[f"{bucket}/{obj['Key']}"] = (obj["Size"], _clean(obj.get("ETag")), None)
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+            return out
+        out = {}
+        for e in entries:
+            with contextlib.suppress(Exception):
+                info = self.dest.fs.info(e.dest)
+                if info.get("type") != "directory":
+                    out[e.dest] = (info.get("size"), _clean(info.get("ETag") or info.get("etag")), None)
+        return out
+
+    def unchanged(self, entry: Entry, have: tuple[int, str | None, int | None] | None,
+                  dest_manifest: dict[str, Any]) -> bool:
+        """True when the destination already holds this file (same size and checksum)."""
+        if have is None or have[0] != entry.size:
+            return False
+        size, dest_etag, dest_part = have
+        known = dest_manifest.get(entry.rel)
+        if not dest_etag and isinstance(known, dict) and known.get("size") == size:
+            dest_etag, dest_part = _clean(known.get("etag")), known.get("part_size")
+        if self.dest.is_local:
+            if not entry.etag:
+                return False
+            plain, multi = file_etags(entry.dest, entry.part_size or self.part_size)
+            ok = entry.etag in (plain, multi)
+        elif self.src.is_local and dest_etag:
+            part = dest_part or guess_part_size(entry.size, dest_etag) or self.part_size
+            plain, multi = file_etags(entry.src, part)
+            ok = dest_etag in (plain, multi)
+        else:
+            ok = bool(entry.etag and dest_etag and entry.etag == dest_etag)
+        if ok:
+            entry.result_etag = dest_etag or entry.etag
+            entry.result_part_size = dest_part if dest_etag and "-" in dest_etag else entry.part_size
+        return ok
+
+    # -- tasks
+
+    def _part_size_for(self, entry: Entry) -> int:
+        if self.dest.is_local and entry.etag and "-" in entry.etag and entry.part_size:
+            return entry.part_size  # ranges aligned with the source's parts: verify per part
+        size = self.part_size
+        if part_count(entry.size, size) > MAX_PARTS:
+            size = math.ceil(entry.size / MAX_PARTS / CHUNK) * CHUNK
+        return size
+
+    def start(self, entry: Entry) -> list[Callable[[], Any]]:
+        if not self.writer.parallel:
+            return [lambda: self.sequential(entry)]
+        job = _Job(entry, self._part_size_for(entry))
+        self.writer.open(job)
+        self.jobs.add(job)
+        return [lambda i=i: self.part(job, i) for i in range(job.parts)]
+
+    def part(self, job: _Job, index: int) -> list[Callable[[], Any]]:
+        if job.failed:
+            return []
+        offset, length = job.part_range(index)
+        entry = job.entry
+        what = f"{entry.rel} part {index + 1}/{job.parts}" if job.parts > 1 else entry.rel
+
+        def attempt() -> bytes:
+            if self.writer.needs_bytes:
+                blocks = list(self.reader.read(entry.src, offset, length))
+                data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+                if len(data) != length:
+                    raise TransientError(f"{what}: read {len(data)} of {length} bytes")
+                digest = hashlib.md5(data).digest()
+                self.writer.write_part(job, index, data, digest)
+                return digest
+            md5 = hashlib.md5()
+            pos = offset
+            for block in self.reader.read(entry.src, offset, length):
+                self.writer.write_at(job, pos, block)
+                md5.update(block)
+                pos += len(block)
+            if pos != offset + length:
+                raise TransientError(f"{what}: read {pos - offset} of {length} bytes")
+            return md5.digest()
+
+        digest = self._call(attempt, what)
+        self.emit(Event("bytes", entry.rel, length))
+        if job.mark(index, digest):
+            return [lambda: self.finish(job)]
+        return []
+
+    def finish(self, job: _Job) -> list[Callable[[], Any]]:
+        entry = job.entry
+        digests = [d for d in job.digests if d is not None]
+        sent = etag_of(digests)
+        got: str | None = None
+        if entry.etag and "-" in entry.etag:
+            got = sent if entry.part_size == job.part_size else None
+        elif entry.etag:
+            got = digests[0].hex() if job.parts == 1 else (
+                self.writer.verify_file(job) if self.dest.is_local else None)
+        if got is not None and got != entry.etag:
+            return self._mismatch(job, f"{entry.rel}: MD5 {got}, source says {entry.etag}")
+        if self.dest.is_local:
+            self.writer.commit(job)
+        else:
+            final = self.writer.commit(job)
+            if final and "-" in final and final != sent:
+                raise StorageError(f"s3://{entry.dest}: server ETag {final}, expected {sent}")
+        entry.result_etag = sent
+        entry.result_part_size = job.part_size if job.parts > 1 else None
+        self.jobs.discard(job)
+        self.finished.append(entry)
+        self.emit(Event("file", entry.rel, entry.size, 1))
+        return []
+
+    def _mismatch(self, job: _Job, message: str) -> list[Callable[[], Any]]:
+        self.writer.abort(job)
+        self.jobs.discard(job)
+        job.entry.attempts += 1
+        if job.entry.attempts >= 3:
+            raise StorageError(f"{message}; gave up after 3 attempts")
+        self.emit(Event("retry", job.entry.rel, 0, 0, message))
+        self.emit(Event("bytes", job.entry.rel, -job.entry.size))
+        return self.start(job.entry)
+
+    def sequential(self, entry: Entry) -> list[Callable[[], Any]]:
+        """Copy one file through a non-parallel destination: temp name, stream, check, rename."""
+        fs = self.dest.fs
+        tmp = self.writer.tmp_name(entry.dest)
+        job = _Job(entry, self.part_size)
+
+        def attempt() -> str:
+            job.handle = tmp
+            md5 = hashlib.md5()
+            digests = []
+            parent = posixpath.dirname(entry.dest)
+            if parent:
+                with contextlib.suppress(Exception):
+                    fs.makedirs(parent, exist_ok=True)
+            with fs.open(tmp, "wb") as out:
+                for index in range(job.parts):
+                    offset, length = job.part_range(index)
+                    part = hashlib.md5()
+                    for block in self.reader.read(entry.src, offset, length):
+                        out.write(block)
+                        md5.update(block)
+                        part.update(block)
+                    digests.append(part.digest())
+            size = fs.info(tmp).get("size")
+            if size != entry.size:
+                raise ChecksumMismatch(f"{entry.rel}: wrote {size} bytes, expected {entry.size}")
+            plain, multi = md5.hexdigest(), etag_of(digests)
+            if entry.etag and entry.etag not in (plain, multi) and not (
+                    "-" in entry.etag and entry.part_size != job.part_size):
+                raise ChecksumMismatch(f"{entry.rel}: MD5 {plain}, source says {entry.etag}")
+            fs.mv(tmp, entry.dest)
+            job.handle = None
+            return multi
+
+        try:
+            entry.result_etag = self._call(attempt, entry.rel)
+        except BaseException:
+            self.writer.abort(job)
+            raise
+        entry.result_part_size = job.part_size if job.parts > 1 else None
+        self.emit(Event("bytes", entry.rel, entry.size))
+        self.finished.append(entry)
+        self.emit(Event("file", entry.rel, entry.size, 1))
+        return []
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        from nbplugins.storage.s3 import storage_error
+
+        try:
+            return self.retry.call(fn, what=what)
+        except NbpluginsError:
+            raise
+        except OSError as exc:
+            raise _disk_error(what, exc) from None
+        except Exception as exc:
+            raise storage_error(exc, what) from None
+
+    def emit(self, event: Event) -> None:
+        self.events.put(("event", event))
+
+    # -- driver
+
+    def run(self) -> Iterator[Event]:
+        started = time.monotonic()
+        entries, is_dir = self.plan()
+        have = self.existing(entries)
+        dest_manifest = _read_manifest(self.dest, self.retry) if is_dir and have else {}
+        todo, skipped = [], []
+        for entry in entries:
+            if self.unchanged(entry, have.get(entry.dest), dest_manifest):
+                skipped.append(entry)
+            else:
+                todo.append(entry)
+        total = sum(e.size for e in todo)
+        yield Event("plan", "", total, len(todo), f"{len(skipped)} already at the destination")
+        for entry in skipped:
+            yield Event("skip", entry.rel, entry.size, 1)
+        self.jobs: set[_Job] = set()
+        self.finished: list[Entry] = list(skipped)
+        ready: deque[Callable[[], Any]] = deque()
+        files = deque(todo)
+        inflight = 0
+        error: BaseException | None = None
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="nbp-staging")
+
+        def wrap(task: Callable[[], Any]) -> None:
+            try:
+                self.events.put(("ok", task() or []))
+            except BaseException as exc:  # noqa: BLE001 - handed to the driver
+                self.events.put(("error", exc))
+
+        try:
+            while True:
+                while error is None and inflight < self.concurrency and (ready or files):
+                    task = ready.popleft() if ready else (lambda e=files.popleft(): self.start(e))
+                    pool.submit(wrap, task)
+                    inflight += 1
+                if inflight == 0:
+                    break
+                kind, payload = self.events.get()
+                if kind == "event":
+                    if payload.kind == "bytes" and payload.size < 0:
+                        total += -payload.size
+                    yield payload
+                elif kind == "ok":
+                    inflight -= 1
+                    ready.extend(payload)
+                else:
+                    inflight -= 1
+                    if error is None:
+                        error = payload
+                        self.cancel.set()
+            while not self.events.empty():
+                kind, payload = self.events.get_nowait()
+                if kind == "event":
+                    yield payload
+            if error is not None:
+                raise error
+            manifest_path = None
+            if is_dir and self.write_manifest_file:
+                manifest_path = self._write_manifest(self.finished)
+                yield Event("manifest", MANIFEST, 0, 0, self.dest.url_of(manifest_path))
+            yield Event("done", "", total, len(todo), f"{len(skipped)} skipped in {time.monotonic() - started:.1f} s")
+        except GeneratorExit:
+            self.cancel.set()
+            raise
+        except Cancelled:
+            raise
+        except KeyboardInterrupt:
+            self.cancel.set()
+            raise
+        finally:
+            self.cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for job in list(self.jobs):
+                self.writer.abort(job)
+            self.jobs.clear()
+
+    def _write_manifest(self, entries: list[Entry]) -> str:
+        files = {e.rel: {"size": e.size, "etag": e.result_etag, "part_size": e.result_part_size}
+                 for e in sorted(entries, key=lambda e: e.rel)}
+        body = json.dumps({"format": MANIFEST_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "checksum": "S3 ETag: MD5 of the file, or MD5 of part MD5s + '-N' for part_size parts",
+                           "files": files}, indent=1, sort_keys=True).encode()
+        path = self.dest.join(MANIFEST)
+        if self.dest.is_local:
+            tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(body)
+                os.replace(tmp, path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise _disk_error(path, exc) from None
+        else:
+            self.writer.write_manifest(path, body)
+        return path
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, StorageError):
+        return False
+    code = getattr(exc, "response", {}) or {}
+    if isinstance(code, dict) and code.get("Error", {}).get("Code") in ("BadDigest", "RequestTimeout", "SlowDown",
+                                                                         "InternalError", "ServiceUnavailable"):
+        return True
+    return is_transient(exc)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def transfer(src: str, dest: str, *, profile: str | None = None, src_profile: str | None = None,
+             dest_profile: str | None = None, concurrency: int | None = None, part_size: int | None = None,
+             retry: Retry | None = None, cancel: threading.Event | None = None,
+             manifest: bool = True) -> Iterator[Event]:
+    """Copy a file or a directory tree from ``src`` to ``dest`` (any two storage URLs)."""
+    src_loc = storage.locate(src, src_profile or profile)
+    dest_loc = storage.locate(dest, dest_profile or profile)
+    job = _Transfer(src_loc, dest_loc, concurrency=concurrency, part_size=part_size, retry=retry,
+                    cancel=cancel, write_manifest=manifest)
+    return job.run()
+
+
+def get(src: str, dest: str, **options: Any) -> Iterator[Event]:
+    """Download ``src`` (s3://, onedata://) to the local path ``dest``, skipping what is there."""
+    if storage.split_url(dest)[0] != "file":
+        raise StorageError(f"{dest}: get downloads to a local path; use sync between two remote URLs")
+    return transfer(src, dest, **options)
+
+
+def put(src: str, dest: str, **options: Any) -> Iterator[Event]:
+    """Upload the local file or directory ``src`` to ``dest`` (s3://, onedata://)."""
+    if storage.split_url(src)[0] != "file":
+        raise StorageError(f"{src}: put uploads a local path; use sync between two remote URLs")
+    return transfer(src, dest, **options)
+
+
+def sync(src: str, dest: str, **options: Any) -> Iterator[Event]:
+    """Make ``dest`` hold every file of ``src`` (any two URLs), sending only what differs."""
+    return transfer(src, dest, **options)
+
+
+def run(events: Iterator[Event], *, progress: bool = True, out: Any = None) -> Summary:
+    """Consume a transfer's events with tqdm bars (bytes and files); return the summary."""
+    from tqdm import tqdm
+
+    summary = Summary()
+    started = time.monotonic()
+    bar: Any = None
+    files_bar: Any = None
+    try:
+        for event in events:
+            if event.kind == "plan":
+                if progress:
+                    bar = tqdm(total=event.size, unit="B", unit_scale=True, unit_divisor=1024, desc="bytes",
+                               file=out, dynamic_ncols=True, leave=True)
+                    files_bar = tqdm(total=event.files, unit="file", desc="files", file=out, leave=True)
+            elif event.kind == "bytes":
+                summary.bytes += event.size
+                if bar is not None:
+                    if event.size < 0:
+                        bar.total += -event.size
+                    bar.update(event.size)
+            elif event.kind == "file":
+                summary.files += 1
+                if files_bar is not None:
+                    files_bar.update(1)
+            elif event.kind == "skip":
+                summary.skipped += 1
+                summary.skipped_bytes += event.size
+            elif event.kind == "retry":
+                log.warning("%s", event.message)
+            elif event.kind == "manifest":
+                summary.manifest = event.message
+    finally:
+        for b in (bar, files_bar):
+            if b is not None:
+                b.close()
+    summary.seconds = time.monotonic() - started
+    return summary

@@ -1,0 +1,226 @@
+"""Staging get/put/sync against real S3 servers on loopback: verified, atomic, resumable, fault-tolerant."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbplugins import secrets
+from nbplugins.errors import StorageError
+from nbplugins.storage import staging
+from tests.servers import s3 as s3_servers
+from tests.servers.faultproxy import FaultProxy, Faults
+
+MiB = 1 << 20
+PART = 5 * MiB
+
+
+def make_tree(root: Path, big: int = 12 * MiB, small: int = 12) -> dict[str, str]:
+    """A directory with one multi-part file and small files in subfolders; returns rel -> sha256."""
+    rng = __import__("random").Random(7)
+    (root / "sub" / "deeper").mkdir(parents=True, exist_ok=True)
+    files = {"big.bin": rng.randbytes(big)}
+    for i in range(small):
+        files[f"sub/{'deeper/' if i % 3 == 0 else ''}f{i}.dat"] = rng.randbytes(1000 + i * 5000)
+    files["empty.txt"] = b""
+    for rel, data in files.items():
+        (root / rel).write_bytes(data)
+    return {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != staging.MANIFEST}
+
+
+def run(events):
+    return staging.run(events, progress=False)
+
+
+def test_put_then_get_round_trip_is_verified_and_writes_the_manifest_last(s3_env, bucket, rclone, tmp_path):
+    src = tmp_path / "src"
+    expected = make_tree(src)
+    put = run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART, concurrency=4))
+    assert put.files == len(expected) and put.manifest == f"s3://{bucket}/set/_MANIFEST.json"
+    stored = Path(str(rclone.extra["root"])) / bucket / "set"
+    manifest = json.loads((stored / staging.MANIFEST).read_text())
+    assert manifest["format"] == staging.MANIFEST_FORMAT
+    assert manifest["files"]["big.bin"]["size"] == 12 * MiB and manifest["files"]["big.bin"]["etag"].endswith("-3")
+    assert set(manifest["files"]) == set(expected)
+    got = run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out"), part_size=PART))
+    assert got.files == len(expected) and tree_hashes(tmp_path / "out") == expected
+    assert not [p for p in (tmp_path / "out").rglob("*") if staging.TMP_MARK in p.name]
+
+
+def test_a_second_put_sends_nothing(proxy, bucket, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, big=6 * MiB, small=4)
+    run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    before = proxy.count("PUT")
+    again = run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    assert again.files == 0 and again.skipped == 6
+    assert proxy.count("PUT") - before == 1  # only the manifest is rewritten
+    before = proxy.count("GET")
+    run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
+    again = run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
+    assert again.files == 0 and again.skipped == 6
+
+
+def test_an_interrupted_put_resumes_without_resending_finished_files(proxy, bucket, rclone, tmp_path):
+    src = tmp_path / "src"
+    expected = make_tree(src, big=11 * MiB, small=9)
+    events = staging.put(str(src), f"s3://{bucket}/set", part_size=PART, concurrency=1)
+    finished = []
+    for event in events:
+        if event.kind == "file":
+            finished.append(event.path)
+            if len(finished) == 3:
+                break
+    events.close()  # the user pressed Ctrl-C
+    stored = Path(str(rclone.extra["root"])) / bucket / "set"
+    assert not (stored / staging.MANIFEST).exists()  # a reader sees the set is incomplete
+    for path in stored.rglob("*"):
+        if path.is_file():  # every object under its final key is whole
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == expected[str(path.relative_to(stored))]
+    proxy.requests.clear()
+    result = run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    assert result.skipped >= 3 and result.files == len(expected) - result.skipped
+    for rel in finished:
+        assert proxy.count("PUT", f"/set/{rel}") == 0, rel
+    assert tree_hashes(stored) == expected and (stored / staging.MANIFEST).exists()
+
+
+def test_resets_503s_and_cut_responses_still_give_identical_files(rclone, bucket, tmp_path, monkeypatch, fast_retry):
+    src = tmp_path / "src"
+    expected = make_tree(src, big=16 * MiB, small=10)
+    with FaultProxy(rclone.port, Faults(reset=0.12, error_503=0.12, cut=0.12, seed=99)) as px:
+        for key, value in s3_servers.aws_env(rclone, px.url).items():
+            monkeypatch.setenv(key, value)
+        run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART, retry=fast_retry))
+        run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out"), part_size=PART, retry=fast_retry))
+        kinds = px.faults_by_kind()
+    assert kinds["reset"] and kinds["503"] and kinds["cut"]
+    stored = Path(str(rclone.extra["root"])) / bucket / "set"
+    assert tree_hashes(stored) == expected and tree_hashes(tmp_path / "out") == expected
+
+
+def test_multipart_etags_from_moto_are_checked_on_download(moto, tmp_path, monkeypatch):
+    for key, value in s3_servers.aws_env(moto).items():
+        monkeypatch.setenv(key, value)
+    from nbplugins.storage import s3
+
+    s3.resolve().client().create_bucket(Bucket="moto-staging")
+    data = os.urandom(11 * MiB)
+    (tmp_path / "one.bin").write_bytes(data)
+    run(staging.put(str(tmp_path / "one.bin"), "s3://moto-staging/x/one.bin", part_size=PART))
+    head = s3.resolve().client().head_object(Bucket="moto-staging", Key="x/one.bin")
+    assert head["ETag"].strip('"').endswith("-3")
+    run(staging.get("s3://moto-staging/x/one.bin", str(tmp_path / "back.bin")))
+    assert (tmp_path / "back.bin").read_bytes() == data
+
+
+def test_a_corrupted_object_is_retried_then_reported_and_nothing_is_left(s3_env, bucket, rclone, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, big=6 * MiB, small=2)
+    run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    victim = Path(str(rclone.extra["root"])) / bucket / "set" / "big.bin"
+    raw = bytearray(victim.read_bytes())
+    raw[100] ^= 0xFF  # bit rot on the server: same size, other bytes
+    victim.write_bytes(bytes(raw))
+    events = list_events = []
+    with pytest.raises(StorageError, match="big.bin: MD5 .* source says .*gave up after 3 attempts"):
+        for event in staging.get(f"s3://{bucket}/set", str(tmp_path / "out")):
+            list_events.append(event)
+    assert [e for e in events if e.kind == "retry"]
+    assert not (tmp_path / "out" / "big.bin").exists()
+    assert not [p for p in (tmp_path / "out").rglob("*") if staging.TMP_MARK in p.name]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def cli(*args: str, preexec=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nbplugins", *args], capture_output=True, text=True,
+                          timeout=120, preexec_fn=preexec, env={**os.environ, **(env or {})})
+
+
+def test_a_local_file_where_a_directory_is_expected(s3_env, bucket, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, big=1 * MiB, small=2)
+    run(staging.put(str(src), f"s3://{bucket}/set"))
+    blocker = tmp_path / "out"
+    blocker.write_text("I am a file")
+    with pytest.raises(StorageError, match="is a file, expected a directory"):
+        run(staging.get(f"s3://{bucket}/set", str(blocker)))
+    assert blocker.read_text() == "I am a file"
+
+
+def test_a_key_escaping_the_destination_is_refused_before_anything_is_written(moto, tmp_path, monkeypatch):
+    for key, value in s3_servers.aws_env(moto).items():
+        monkeypatch.setenv(key, value)
+    from nbplugins.storage import s3
+
+    client = s3.resolve().client()
+    client.create_bucket(Bucket="moto-escape")
+    client.put_object(Bucket="moto-escape", Key="set/ok.txt", Body=b"fine")
+    client.put_object(Bucket="moto-escape", Key="set/../../evil.txt", Body=b"gotcha")
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(StorageError, match="escapes the destination"):
+        run(staging.get("s3://moto-escape/set", str(out)))
+    assert not out.exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_wrong_keys_missing_bucket_and_endpoint_down_are_one_line_errors(rclone, bucket, tmp_path, canary):
+    (tmp_path / "a.txt").write_text("data")
+    env = s3_servers.aws_env(rclone)
+    wrong = cli("data", "put", str(tmp_path / "a.txt"), f"s3://{bucket}/a.txt",
+                env={**env, "AWS_SECRET_ACCESS_KEY": canary})
+    assert wrong.returncode == 1 and "nbplugins: error:" in wrong.stderr
+    assert "secret key is wrong" in wrong.stderr or "access denied" in wrong.stderr
+    assert canary not in wrong.stderr + wrong.stdout
+    missing = cli("data", "get", "s3://no-such-bucket-here/x/", str(tmp_path / "o"), env=env)
+    assert missing.returncode == 1 and "bucket does not exist" in missing.stderr
+    from tests.servers.harness import free_port
+
+    down = cli("data", "put", str(tmp_path / "a.txt"), f"s3://{bucket}/a.txt",
+               env={**env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}", "NBPLUGINS_RETRY_DEADLINE": "2"})
+    assert down.returncode == 1 and "connection refused" in down.stderr.lower()
+    for result in (wrong, missing, down):
+        assert len(result.stderr.strip().splitlines()) <= 3 and "Traceback" not in result.stderr
+        assert str(rclone.extra["secret_key"]) not in result.stderr
+
+
+def test_disk_full_during_get_leaves_nothing_half_written(s3_env, bucket, tmp_path):
+    data = os.urandom(8 * MiB)
+    (tmp_path / "big.bin").write_bytes(data)
+    run(staging.put(str(tmp_path / "big.bin"), f"s3://{bucket}/big.bin"))
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def limit() -> None:  # the file-size limit makes write() fail with EFBIG, like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 * MiB, 2 * MiB))
+
+    result = cli("data", "get", "-q", f"s3://{bucket}/big.bin", str(out / "big.bin"), preexec=limit)
+    assert result.returncode == 1 and "cannot write" in result.stderr and "File too large" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_cli_shows_progress_and_keys_stay_out_of_logs(s3_env, bucket, tmp_path, rclone, caplog):
+    make_tree(tmp_path / "src", big=6 * MiB, small=3)
+    result = cli("-v", "data", "put", str(tmp_path / "src"), f"s3://{bucket}/cli")
+    assert result.returncode == 0, result.stderr
+    assert "files" in result.stderr and "B/s" in result.stderr or "MiB" in result.stdout
+    assert "5 files" in result.stdout and "manifest s3://" in result.stdout
+    secret = str(rclone.extra["secret_key"])
+    assert secret not in result.stdout + result.stderr
+    caplog.set_level("DEBUG")
+    secrets.install_log_redaction()
+    run(staging.get(f"s3://{bucket}/cli", str(tmp_path / "back")))
+    assert secret not in caplog.text
