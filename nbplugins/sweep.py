@@ -459,7 +459,8 @@ def _html(frame: Any, paths: dict[str, Path], title: str) -> None:
     import html
 
     image = base64.b64encode(paths["png"].read_bytes()).decode()
-    table = frame.to_html(index=False, na_rep="", classes="runs", escape=True)
+    shown = frame.astype(object).where(frame.notna(), "")
+    table = shown.to_html(index=False, classes="runs", escape=True)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table.runs{{border-collapse:collapse;font-size:13px}}
 table.runs td,table.runs th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>

@@ -116,7 +116,7 @@ class NbpluginsEngine(NBClientEngine):
         keeper = None
         if credentials is None and km is None:
             keeper = kernels.TokenKeeper()
-            credentials = keeper.start()
+            credentials = {**kernels.s3_environment(), **keeper.start()}
         env = kernels.kernel_environment({**(kernel_env or {}), **secret_env}, credentials or {})
         final_kwargs = merge_kwargs(
             kwargs, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,

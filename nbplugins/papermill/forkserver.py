@@ -7,7 +7,7 @@ starts as fresh as a new process. jupyter_client sees an ordinary kernel through
 :class:`ForkProvisioner` (entry point ``jupyter_client.kernel_provisioners``), so papermill
 and nbclient drive it unchanged.
 
-The server runs as ``python -m nbplugins.papermill.forkserver SOCKET`` with the kernelspec's
+The server runs ``serve(SOCKET)`` in a new process of the kernelspec's
 own interpreter and the pool's environment, and dies with the process that started it.
 """
 
@@ -150,7 +150,8 @@ class ForkServer:
         os.chmod(self.directory, 0o700)
         self.path = os.path.join(self.directory, "fork.sock")
         self.proc = subprocess.Popen(
-            [python, *flags, "-m", "nbplugins.papermill.forkserver", self.path], env=env, stdin=subprocess.DEVNULL,
+            [python, *flags, "-c", "import sys; from nbplugins.papermill.forkserver import serve; serve(sys.argv[1])",
+             self.path], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -242,6 +243,3 @@ def stop_server(server: ForkServer) -> None:
             del ForkProvisioner.servers[key]
     server.close()
 
-
-if __name__ == "__main__":
-    serve(sys.argv[1])

@@ -33,7 +33,7 @@ from nbplugins.papermill import forkserver
 log = logging.getLogger(__name__)
 
 #: Environment variables whose values are secrets wherever they appear.
-SECRET_ENV = ("OIDC_ACCESS_TOKEN", "FEDCLOUD_OIDC_ACCESS_TOKEN", "AWS_SECRET_ACCESS_KEY",
+SECRET_ENV = ("OIDC_ACCESS_TOKEN", "FEDCLOUD_OIDC_ACCESS_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
               "AWS_SESSION_TOKEN", "ONEDATA_TOKEN", "ONECLIENT_ACCESS_TOKEN", "OSCAR_TOKEN",
               "NBPLUGINS_OIDC_REFRESH_TOKEN", "NBPLUGINS_OIDC_CLIENT_SECRET", "OIDC_REFRESH_TOKEN",
               "OIDC_CLIENT_SECRET")
@@ -91,6 +91,31 @@ class TokenKeeper:
         if self._thread is not None:
             self._thread.join(timeout=5)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def s3_environment() -> dict[str, str]:
+    """The default S3 profile as ``AWS_*`` variables, so plain boto3/s3fs/fsspec in a notebook
+    reach the same endpoint with the same keys and checksum mode as nbplugins does."""
+    from nbplugins.storage import s3
+
+    try:
+        settings = s3.resolve()
+    except NbpluginsError as exc:
+        log.info("no S3 profile for the kernel (%s)", exc)
+        return {}
+    env = {"AWS_DEFAULT_REGION": settings.region, "AWS_REGION": settings.region,
+           "AWS_REQUEST_CHECKSUM_CALCULATION": settings.checksum,
+           "AWS_RESPONSE_CHECKSUM_VALIDATION": settings.checksum}
+    if settings.endpoint_url:
+        env["AWS_ENDPOINT_URL_S3"] = settings.endpoint_url
+    if settings.access_key_id and settings.secret_access_key:
+        env["AWS_ACCESS_KEY_ID"] = settings.access_key_id
+        env["AWS_SECRET_ACCESS_KEY"] = settings.secret_access_key
+        if settings.session_token:
+            env["AWS_SESSION_TOKEN"] = settings.session_token
+    elif settings.aws_profile:
+        env["AWS_PROFILE"] = settings.aws_profile
+    return env
 
 
 def kernel_environment(extra: Mapping[str, str] | None, credentials: Mapping[str, str]) -> dict[str, str]:
@@ -214,9 +239,9 @@ class KernelPool:
 
 @contextlib.contextmanager
 def credentials() -> Iterator[dict[str, str]]:
-    """The credential environment for kernels, kept fresh until the block ends."""
+    """The credential environment for kernels (token, S3 profile), kept fresh until the block ends."""
     keeper = TokenKeeper()
     try:
-        yield keeper.start()
+        yield {**s3_environment(), **keeper.start()}
     finally:
         keeper.stop()

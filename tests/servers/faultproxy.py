@@ -147,13 +147,7 @@ class FaultProxy:
             upstream = socket.create_connection((HOST, self.upstream_port), timeout=60)
             new_head = b"\r\n".join([lines[0], *headers, b"Connection: close"]) + b"\r\n\r\n"
             upstream.sendall(new_head + rest)
-            sent = len(rest)
-            while sent < length:
-                chunk = client.recv(min(1 << 20, length - sent))
-                if not chunk:
-                    break
-                upstream.sendall(chunk)
-                sent += len(chunk)
+            threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
             relayed = 0
             limit = None
             while True:
@@ -177,6 +171,18 @@ class FaultProxy:
         finally:
             if upstream is not None:
                 upstream.close()
+
+
+def _pump(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy the rest of the request (sized or chunked) upstream until the client stops."""
+    try:
+        while True:
+            chunk = client.recv(1 << 20)
+            if not chunk:
+                return
+            upstream.sendall(chunk)
+    except OSError:
+        return
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
