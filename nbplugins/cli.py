@@ -105,6 +105,11 @@ def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, 
     """Run TEMPLATE once per parameter set, each in a fresh kernel, and summarize the runs."""
     from pathlib import Path
 
+    from nbplugins import forkserver
+
+    if executor == "local":
+        forkserver.prestart()
+
     from tqdm import tqdm
 
     from nbplugins import sweep
@@ -262,6 +267,9 @@ def pipeline_validate(path: str) -> None:
 def pipeline_run(path: str, params: tuple[str, ...], run_dir: str | None, jobs: int, resume: bool,
                  quiet: bool) -> None:
     """Run a pipeline locally: independent nodes in parallel, notebooks never modified in place."""
+    from nbplugins import forkserver
+
+    forkserver.prestart()
     from nbplugins.pipelines import elyra, runner
 
     job = runner.Run(elyra.load(path), run_dir, parameters=_params(params), jobs=jobs, resume=resume)

@@ -74,7 +74,7 @@ class S3Profile:
     checksum: str | None = setting(doc="when_required or when_supported; when_required for non-AWS")
     concurrency: int = setting(16, doc="parallel requests per transfer")
     max_pool_connections: int | None = setting(doc="HTTP connection pool size (concurrency + 4 when unset)")
-    part_size_mib: int = setting(16, doc="multipart part and download range size")
+    part_size_mib: int = setting(8, doc="multipart part and download range size")
     connect_timeout: float = setting(10.0)
     read_timeout: float = setting(60.0)
     verify: bool = setting(True, doc="verify TLS certificates")

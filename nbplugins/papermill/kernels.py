@@ -26,9 +26,8 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager as KernelManager
 from jupyter_core.utils import run_sync
 
-from nbplugins import secrets, tokens
+from nbplugins import forkserver, secrets, tokens
 from nbplugins.errors import NbpluginsError
-from nbplugins.papermill import forkserver
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +153,35 @@ def stop_kernel(km: KernelManager) -> None:
         run_sync(km.cleanup_resources)()
 
 
+class ForkServers:
+    """Kernel fork servers by kernel name: started on first use, stopped together."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, forkserver.ForkServer | None] = {}
+        self._lock = threading.Lock()
+
+    def ready(self, kernel_name: str, env: Mapping[str, str]) -> bool:
+        """True if kernels of ``kernel_name`` can be forked (starting the server if needed)."""
+        with self._lock:
+            if kernel_name not in self._servers:
+                try:
+                    self._servers[kernel_name] = forkserver.start_server(kernel_name, dict(env))
+                except Exception as exc:  # fall back to ordinary kernel starts
+                    log.info("no kernel fork server for %s (%s); starting kernels normally", kernel_name, exc)
+                    self._servers[kernel_name] = None
+            return self._servers[kernel_name] is not None
+
+    def server(self, kernel_name: str) -> forkserver.ForkServer | None:
+        return self._servers.get(kernel_name)
+
+    def close(self) -> None:
+        with self._lock:
+            for server in self._servers.values():
+                if server is not None:
+                    forkserver.stop_server(server)
+            self._servers.clear()
+
+
 class KernelPool:
     """Kernels started ahead of need, all alike (kernel, cwd, env); each is used for one run.
 
@@ -174,14 +202,15 @@ class KernelPool:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._spawned = 0
-        self.server = None
-        if fork:
-            try:
-                self.server = forkserver.start_server(kernel_name, self.env)
-            except Exception as exc:  # fall back to ordinary kernel starts
-                log.info("no kernel fork server (%s); starting kernels normally", exc)
+        self._forks = ForkServers()
+        self.fork = fork and self._forks.ready(kernel_name, self.env)
         for _ in range(self.size if total is None else min(self.size, total)):
             self._spawn()
+
+    @property
+    def server(self) -> forkserver.ForkServer | None:
+        """The fork server this pool's kernels come from, if any."""
+        return self._forks.server(self.kernel_name)
 
     def _spawn(self) -> None:
         with self._lock:
@@ -192,8 +221,7 @@ class KernelPool:
 
     def _start_one(self) -> None:
         try:
-            km = start_kernel(self.kernel_name, self.directory, cwd=self.cwd, env=self.env,
-                              fork=self.server is not None)
+            km = start_kernel(self.kernel_name, self.directory, cwd=self.cwd, env=self.env, fork=self.fork)
         except BaseException as exc:  # handed to the taker, who reports it
             self._ready.put(exc)
         else:
@@ -226,8 +254,7 @@ class KernelPool:
                 break
             if isinstance(item, KernelManager):
                 stop_kernel(item)
-        if self.server is not None:
-            forkserver.stop_server(self.server)
+        self._forks.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> KernelPool:

@@ -298,7 +298,9 @@ class Run:
         workdir.mkdir(parents=True, exist_ok=True)
         nb = nbformat.read(str(self.pipeline.path_of(node)), as_version=4)
         env = kernels.kernel_environment(self._env(node), self._credentials or {})
-        return kernels.start_kernel(self._kernel_of(nb), self._kernel_dir, cwd=str(workdir), env=env)
+        name = self._kernel_of(nb)
+        return kernels.start_kernel(name, self._kernel_dir, cwd=str(workdir), env=env,
+                                    fork=self._forks.ready(name, env))
 
     def _warm(self, node: Node) -> None:
         if self._warm_pool is None or node.id in self._warm_kernels or not self._warmable(node):
@@ -401,6 +403,8 @@ class Run:
         from nbplugins.papermill import kernels
 
         self._credentials = stack.enter_context(kernels.credentials())
+        self._forks = kernels.ForkServers()  # warm kernels are forks: milliseconds, not a second
+        stack.callback(self._forks.close)
         self._kernel_dir = tempfile.mkdtemp(prefix="nbplugins-kernels-")
         stack.callback(shutil.rmtree, self._kernel_dir, True)
         if self.warm:

@@ -22,14 +22,15 @@ def test_pool_kernels_are_forks_with_their_own_env_cwd_and_random_state(tmp_path
     nb = notebooks.write(tmp_path / "probe.ipynb", None, PROBE)
     env = kernels.kernel_environment({"PROBE_VAR": "from-the-pool"}, {})
     with kernels.KernelPool("python3", size=2, total=3, cwd=str(tmp_path), env=env) as pool:
-        assert pool.server is not None
-        server_pid = pool.server.proc.pid
+        server = pool.server
+        assert pool.fork and server is not None
+        server_pid = server.proc.pid
         values = [scraps.read(execute(nb, tmp_path / f"o{i}.ipynb", km=pool.take(), credentials={}))
                   for i in range(3)]
     assert all(v["ppid"] == server_pid for v in values)  # forked by the server, not started anew
     assert all(v["cwd"] == str(tmp_path) and v["var"] == "from-the-pool" and v["fresh"] for v in values)
     assert len({v["rand"] for v in values}) == 3  # each fork reseeded its random state
-    assert pool.server.proc.poll() is not None  # the server stopped with the pool
+    assert server.proc.poll() is not None  # the server stopped with the pool
 
 
 def test_a_forked_kernel_that_dies_is_reported_and_the_pool_goes_on(tmp_path):
@@ -44,6 +45,6 @@ def test_a_forked_kernel_that_dies_is_reported_and_the_pool_goes_on(tmp_path):
 def test_pool_without_fork_starts_ordinary_kernels(tmp_path):
     nb = notebooks.write(tmp_path / "probe.ipynb", None, PROBE)
     with kernels.KernelPool("python3", size=1, total=1, cwd=str(tmp_path), env=dict(os.environ), fork=False) as pool:
-        assert pool.server is None
+        assert not pool.fork and pool.server is None
         values = scraps.read(execute(nb, tmp_path / "o.ipynb", km=pool.take(), credentials={}))
     assert values["ppid"] == os.getpid() and values["fresh"]

@@ -147,7 +147,15 @@ class FaultProxy:
             upstream = socket.create_connection((HOST, self.upstream_port), timeout=60)
             new_head = b"\r\n".join([lines[0], *headers, b"Connection: close"]) + b"\r\n\r\n"
             upstream.sendall(new_head + rest)
-            threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+            if any(ln.lower().startswith(b"transfer-encoding:") for ln in headers):
+                threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+            sent = len(rest)
+            while sent < length:
+                chunk = client.recv(min(1 << 20, length - sent))
+                if not chunk:
+                    break
+                upstream.sendall(chunk)
+                sent += len(chunk)
             relayed = 0
             limit = None
             while True:

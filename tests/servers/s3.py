@@ -26,10 +26,8 @@ def start_rclone(root: str | os.PathLike[str], *, access_key: str = ACCESS_KEY, 
     argv = [
         harness.venv_bin("rclone"), "serve", "s3", "--addr", "127.0.0.1:{port}",
         "--auth-key", f"{access_key},{secret_key}", "--config", "/dev/null",
-        "--vfs-cache-mode", "off", "--dir-cache-time", "0s", "--no-checksum=false",
-        str(root),
+        "--vfs-cache-mode", "off", str(root),
     ]
-    argv = [a for a in argv if a != "--no-checksum=false"]
     server = harness.start("rclone-s3", argv, log_dir=log_dir,
                            env={"RCLONE_CONFIG": "/dev/null"})
     server.extra.update(access_key=access_key, secret_key=secret_key, root=str(root))

@@ -43,8 +43,13 @@ def moto(tmp_path_factory) -> Iterator[harness.ServerProcess]:
 @pytest.fixture
 def bucket(rclone) -> str:
     """A fresh bucket on the rclone server."""
+    import boto3
+
     name = f"b-{uuid.uuid4().hex[:12]}"
-    (Path(str(rclone.extra["root"])) / name).mkdir()
+    client = boto3.client("s3", endpoint_url=rclone.url, region_name="us-east-1",
+                          aws_access_key_id=str(rclone.extra["access_key"]),
+                          aws_secret_access_key=str(rclone.extra["secret_key"]))
+    client.create_bucket(Bucket=name)
     return name
 
 

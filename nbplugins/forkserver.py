@@ -7,7 +7,8 @@ starts as fresh as a new process. jupyter_client sees an ordinary kernel through
 :class:`ForkProvisioner` (entry point ``jupyter_client.kernel_provisioners``), so papermill
 and nbclient drive it unchanged.
 
-The server runs ``serve(SOCKET)`` in a new process of the kernelspec's
+It lives outside ``nbplugins.papermill`` so the server imports neither papermill nor its
+plugins. The server runs ``serve(SOCKET)`` in a new process of the kernelspec's
 own interpreter and the pool's environment, and dies with the process that started it.
 """
 
@@ -150,7 +151,7 @@ class ForkServer:
         os.chmod(self.directory, 0o700)
         self.path = os.path.join(self.directory, "fork.sock")
         self.proc = subprocess.Popen(
-            [python, *flags, "-c", "import sys; from nbplugins.papermill.forkserver import serve; serve(sys.argv[1])",
+            [python, *flags, "-c", "import sys; from nbplugins.forkserver import serve; serve(sys.argv[1])",
              self.path], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
         )
@@ -224,17 +225,31 @@ class ForkingKernelSpecManager(KernelSpecManager):
         return spec
 
 
+_starting = threading.Lock()
+
+
 def start_server(kernel_name: str, env: dict[str, str]) -> ForkServer | None:
     """Start (or reuse) the fork server for a kernelspec; None if it cannot be forked."""
     spec = KernelSpecManager().get_kernel_spec(kernel_name)
     if not forkable(spec):
         return None
     python = interpreter(spec)
-    server = ForkProvisioner.servers.get(python)
-    if server is None or server.proc.poll() is not None:
-        server = ForkServer(python, spec.argv[1:_launcher_at(spec.argv)], env)
-        ForkProvisioner.servers[python] = server
+    with _starting:
+        server = ForkProvisioner.servers.get(python)
+        if server is None or server.proc.poll() is not None:
+            server = ForkServer(python, spec.argv[1:_launcher_at(spec.argv)], env)
+            ForkProvisioner.servers[python] = server
     return server
+
+
+def prestart(kernel_name: str = "python3") -> None:
+    """Start the fork server in the background now, while the caller is still importing."""
+
+    def start() -> None:
+        with contextlib.suppress(Exception):  # the pool falls back to ordinary kernels
+            start_server(kernel_name, dict(os.environ))
+
+    threading.Thread(target=start, daemon=True, name="nbplugins-fork-prestart").start()
 
 
 def stop_server(server: ForkServer) -> None:

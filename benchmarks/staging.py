@@ -1,0 +1,189 @@
+"""Staging throughput: ours vs boto3 managed transfers, s3fs defaults and s5cmd, in one run.
+
+A mixed set (half in one large file, half in 1 MiB files; 1 GiB by default: one 512 MiB
+file and 512 files of 1 MiB) is put to and got from ``rclone serve s3`` on loopback by each
+tool in turn, each in its own process so peak RSS is measured per tool (``os.wait4``).
+Prints MB/s per tool and direction, our ratio to each, and peak RSS.
+
+    .venv/bin/python benchmarks/staging.py [--size-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MiB = 1 << 20
+TOOLS = ("boto3", "s3fs", "s5cmd", "nbplugins")
+
+
+# ----------------------------------------------------------------------------- workers (one process each)
+
+
+def _boto3_client():
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                        config=Config(max_pool_connections=16, request_checksum_calculation="when_required",
+                                      response_checksum_validation="when_required"))
+
+
+def worker(tool: str, direction: str, local: str, remote: str) -> None:
+    """Run one transfer: ``put`` local dir -> s3://remote, or ``get`` s3://remote -> local dir."""
+    bucket, _, prefix = remote.partition("/")
+    if tool == "nbplugins":
+        from nbplugins.storage import staging
+
+        events = (staging.put(local, f"s3://{remote}") if direction == "put"
+                  else staging.get(f"s3://{remote}", local))
+        staging.run(events, progress=False)
+    elif tool == "boto3":
+        from boto3.s3.transfer import TransferConfig
+
+        client = _boto3_client()
+        config = TransferConfig()
+        if direction == "put":
+            files = [p for p in Path(local).rglob("*") if p.is_file()]
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda p: client.upload_file(str(p), bucket, f"{prefix}/{p.relative_to(local)}",
+                                                           Config=config), files))
+        else:
+            keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+                    for o in page.get("Contents", [])]
+
+            def fetch(key: str) -> None:
+                target = Path(local) / key[len(prefix) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, key, str(target), Config=config)
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(fetch, keys))
+    elif tool == "s3fs":
+        import s3fs
+
+        # defaults, except what any client needs against a non-AWS endpoint (boto3 >= 1.36 checksums)
+        fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"],
+                               config_kwargs={"request_checksum_calculation": "when_required",
+                                              "response_checksum_validation": "when_required"})
+        if direction == "put":
+            fs.put(local.rstrip("/") + "/", remote + "/", recursive=True)
+        else:
+            fs.get(remote + "/", local.rstrip("/") + "/", recursive=True)
+    else:
+        raise SystemExit(f"unknown tool {tool}")
+
+
+def timed(tool: str, direction: str, local: str, remote: str, env: dict[str, str]) -> tuple[float, int]:
+    """Seconds and peak RSS (bytes) of one transfer in a child process."""
+    if tool == "s5cmd":
+        s5 = str(Path(sys.executable).parent / "s5cmd")
+        argv = [s5, "--endpoint-url", env["AWS_ENDPOINT_URL_S3"], "cp"]
+        argv += ([f"{local}/*", f"s3://{remote}/"] if direction == "put" else [f"s3://{remote}/*", f"{local}/"])
+    else:
+        argv = [sys.executable, __file__, "--worker", tool, direction, local, remote]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{tool} {direction} failed: {proc.stderr.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss * 1024
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def make_set(root: Path, size_mib: int) -> dict[str, str]:
+    root.mkdir(parents=True)
+    big = size_mib // 2
+    block = os.urandom(MiB)
+    with open(root / "big.bin", "wb") as handle:
+        for i in range(big):
+            handle.write(hashlib.sha256(block + i.to_bytes(4, "big")).digest() * (MiB // 32))
+    (root / "small").mkdir()
+    for i in range(size_mib - big):
+        (root / "small" / f"f{i:04d}.bin").write_bytes(os.urandom(MiB))
+    return digest_tree(root)
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "_MANIFEST.json":
+            h = hashlib.md5()
+            with open(p, "rb") as handle:
+                while chunk := handle.read(8 * MiB):
+                    h.update(chunk)
+            out[str(p.relative_to(root))] = h.hexdigest()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024, help="total size (half one file, half 1 MiB files)")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    parser.add_argument("--workdir", default=None, help="where data goes (default: a temp dir)")
+    parser.add_argument("--worker", nargs=4, metavar=("TOOL", "DIR", "LOCAL", "REMOTE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return
+
+    from tests.servers import s3 as s3_servers
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="nbp-bench-staging-"))
+    data = work / "data"
+    print(f"making {args.size_mib} MiB: one {args.size_mib // 2} MiB file + {args.size_mib - args.size_mib // 2} "
+          f"files of 1 MiB in {work}", flush=True)
+    expected = make_set(data, args.size_mib)
+    server = s3_servers.start_rclone(work / "s3", buckets=("bench",), log_dir=work)
+    env = s3_servers.aws_env(server)
+    total = args.size_mib * MiB
+    results: dict[str, dict[str, tuple[float, int]]] = {}
+    try:
+        for tool in args.tools.split(","):
+            remote = f"bench/{tool}"
+            out = work / f"out-{tool}"
+            out.mkdir()
+            put = timed(tool, "put", str(data), remote, env)
+            get = timed(tool, "get", str(out), remote, env)
+            got = digest_tree(out)
+            if got != expected:
+                raise SystemExit(f"{tool}: downloaded data differ from the source ({len(got)} files)")
+            results[tool] = {"put": put, "get": get}
+            print(f"{tool:10s} put {total / put[0] / 1e6:8.1f} MB/s  get {total / get[0] / 1e6:8.1f} MB/s  "
+                  f"peak RSS put {put[1] / MiB:6.0f} MiB get {get[1] / MiB:6.0f} MiB", flush=True)
+            shutil.rmtree(out)
+            shutil.rmtree(work / "s3" / "bench" / tool, ignore_errors=True)
+    finally:
+        server.stop()
+    if "nbplugins" in results:
+        ours = results["nbplugins"]
+        print("\nours / peer (MB/s ratio, >1 means we are faster):")
+        for tool, res in results.items():
+            if tool == "nbplugins":
+                continue
+            print(f"  vs {tool:8s} put {res['put'][0] / ours['put'][0]:5.2f}x   get {res['get'][0] / ours['get'][0]:5.2f}x")
+        peers = [r for t, r in results.items() if t != "nbplugins"]
+        if peers:
+            for direction in ("put", "get"):
+                fastest = min(r[direction][0] for r in peers)
+                print(f"  {direction}: {fastest / ours[direction][0]:.2f}x the fastest peer")
+        print(f"  our peak RSS: put {ours['put'][1] / MiB:.0f} MiB, get {ours['get'][1] / MiB:.0f} MiB")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
