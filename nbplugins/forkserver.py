@@ -81,15 +81,22 @@ def serve(path: str) -> None:
     import ipykernel.kernelapp  # noqa: F401 - the point of the server
     import IPython  # noqa: F401
 
-    _die_with_parent()
+    parent = os.getppid()  # not PR_SET_PDEATHSIG: it fires when the starting *thread* ends
     signal.signal(signal.SIGCHLD, _reap)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     os.chmod(path, 0o600)
     server.listen(16)
     print("ready", flush=True)
+    server.settimeout(0.5)
     while True:
-        conn, _ = server.accept()
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            if os.getppid() != parent:  # the process that started us is gone
+                os._exit(0)
+            continue
+        conn.settimeout(None)
         with conn:
             request = json.loads(conn.makefile("r").readline())
             pid = os.fork()
@@ -152,8 +159,7 @@ class ForkServer:
         self.path = os.path.join(self.directory, "fork.sock")
         self.proc = subprocess.Popen(
             [python, *flags, "-c", "import sys; from nbplugins.forkserver import serve; serve(sys.argv[1])",
-             self.path], env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+             self.path], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if line.strip() != "ready":

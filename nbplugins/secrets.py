@@ -3,6 +3,13 @@
 Every token, refresh token, client secret and storage key nbplugins resolves is registered
 here; :func:`redact` replaces each, in its raw, base64 and URL-encoded forms, with a marker.
 Logs, exception messages, CLI output and executed notebooks all pass through it.
+
+A *secret reference* names a secret instead of holding it, so it can travel through
+notebooks, pipeline files and parameter tables safely; it is resolved only where it is used:
+
+``@oidc``         the current OIDC access token (from :mod:`nbplugins.tokens`)
+``@env:NAME``     the value of environment variable ``NAME`` in the resolving process
+``@file:PATH``    the contents of a file (for example a key file), stripped
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
+REFERENCE = re.compile(r"^@(oidc|env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 MARKER = "***"
 MIN_LENGTH = 6  # shorter values would scrub ordinary words
 
@@ -171,6 +179,36 @@ def install_log_redaction() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(log_filter)
     logging.getLogger("nbplugins").addFilter(log_filter)
+
+
+def is_reference(value: Any) -> bool:
+    """True if ``value`` is a secret reference such as ``@oidc`` or ``@env:NAME``."""
+    return isinstance(value, str) and REFERENCE.match(value) is not None
+
+
+def resolve_reference(what: str, reference: str) -> str:
+    """The secret a reference names, registered with the scrubber; ``what`` names the user."""
+    from nbplugins.errors import ValidationError
+
+    kind, _, arg = reference[1:].partition(":")
+    if kind == "oidc":
+        from nbplugins import tokens
+
+        value = tokens.current()
+    elif kind == "env":
+        value = os.environ.get(arg, "")
+        if not value:
+            raise ValidationError(f"{what}: environment variable {arg} (from {reference}) is not set")
+    else:
+        try:
+            with open(os.path.expanduser(arg)) as handle:
+                value = handle.read().strip()
+        except OSError as exc:
+            raise ValidationError(f"{what}: cannot read {arg} ({exc.strerror})") from None
+        if not value:
+            raise ValidationError(f"{what}: {arg} is empty")
+    register(value, what)
+    return value
 
 
 def write_private(path: str | os.PathLike[str], text: str) -> None:

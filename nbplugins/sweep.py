@@ -348,7 +348,7 @@ def _secret_environment(todo: list[Run]) -> dict[str, str]:
         for name, value in parameters.split(r.parameters)[1].items():
             if refs.setdefault(name, value) != value:
                 raise ValidationError(f"parameter {name!r}: every run of a sweep must use the same secret reference")
-    return {parameters.env_name(n): parameters.resolve_reference(n, v) for n, v in refs.items()}
+    return {parameters.env_name(n): parameters.resolve_reference(f"parameter {n!r}", v) for n, v in refs.items()}
 
 
 def _run_dask(template: str, todo: list[Run], cwd: str | None, scheduler: str | None, allow_unknown: bool,

@@ -72,7 +72,8 @@ def _rewrite_injected_cell(nb: nbformat.NotebookNode, kernel_name: str, language
     escaped = any(plain[k] != given[k] for k in plain)
     if not refs and not escaped:
         return {}
-    env = {parameters.env_name(name): parameters.resolve_reference(name, ref) for name, ref in refs.items()}
+    env = {parameters.env_name(name): parameters.resolve_reference(f"parameter {name!r}", ref)
+           for name, ref in refs.items()}
     source = translate_parameters(kernel_name, language, plain, "Parameters") if plain else ""
     if refs:
         source += "# Secret parameters, read from the kernel environment\n"

@@ -4,32 +4,23 @@ A parameter value that names a secret instead of holding it is resolved into the
 environment; the injected cell reads it from there, so the value never lands in the notebook
 (papermill writes every parameter twice: the injected cell and ``metadata.papermill``).
 
-Reference syntax (a string parameter value):
-
-``@oidc``         the current OIDC access token (from :mod:`nbplugins.tokens`)
-``@env:NAME``     the value of environment variable ``NAME`` in the launching process
-``@file:PATH``    the contents of a file (for example a key file), stripped
-``@@text``        the literal string ``@text`` (escape for values that start with ``@``)
+The reference syntax (``@oidc``, ``@env:NAME``, ``@file:PATH``) is defined in
+:mod:`nbplugins.secrets`; ``@@text`` is the literal string ``@text``.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from nbplugins import secrets
 from nbplugins.errors import ValidationError
+from nbplugins.secrets import is_reference, resolve_reference
 
-REFERENCE = re.compile(r"^@(oidc|env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
+__all__ = ["is_reference", "resolve_reference", "split", "check", "declared", "env_name", "reference_lines"]
+
 ENV_PREFIX = "NBPLUGINS_SECRET_"
-
-
-def is_reference(value: Any) -> bool:
-    """True if ``value`` is a secret reference such as ``@oidc`` or ``@env:NAME``."""
-    return isinstance(value, str) and REFERENCE.match(value) is not None
 
 
 def unescape(value: Any) -> Any:
@@ -42,28 +33,6 @@ def unescape(value: Any) -> Any:
 def env_name(parameter: str) -> str:
     """The kernel environment variable that carries a secret parameter's value."""
     return ENV_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", parameter).upper()
-
-
-def resolve_reference(parameter: str, reference: str) -> str:
-    """The secret value a reference names, registered with the scrubber."""
-    kind, _, arg = reference[1:].partition(":")
-    if kind == "oidc":
-        from nbplugins import tokens
-
-        value = tokens.current()
-    elif kind == "env":
-        value = os.environ.get(arg, "")
-        if not value:
-            raise ValidationError(f"parameter {parameter!r}: environment variable {arg} (from {reference}) is not set")
-    else:
-        try:
-            value = open(os.path.expanduser(arg)).read().strip()  # noqa: SIM115
-        except OSError as exc:
-            raise ValidationError(f"parameter {parameter!r}: cannot read {arg} ({exc.strerror})") from None
-        if not value:
-            raise ValidationError(f"parameter {parameter!r}: {arg} is empty")
-    secrets.register(value, f"parameter {parameter}")
-    return value
 
 
 def split(parameters: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

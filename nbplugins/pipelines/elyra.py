@@ -32,6 +32,7 @@ from typing import Any
 
 from nbplugins.errors import ValidationError
 from nbplugins.pipelines.model import KINDS, PARAM_REF, Node, Parameter, Pipeline, stable_id
+from nbplugins.secrets import is_reference
 
 SCHEMA_VERSION = "3.0"
 APP_VERSION = 8
@@ -49,7 +50,6 @@ _UI = {
     "r": ("/static/elyra/r-logo.svg", "Run R script"),
 }
 IMAGE = re.compile(r"[^/ ]+/[^/ ]+$")  # Elyra's own check: [registry/]owner/image:tag
-SECRET_REF = re.compile(r"^@(oidc|env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -66,7 +66,7 @@ def secret_key(reference: str) -> str:
 def derived_secrets(env: dict[str, str], secret_name: str) -> list[dict[str, str]]:
     """``kubernetes_secrets`` entries for env values that reference secrets."""
     return [{"env_var": name, "name": secret_name, "key": secret_key(value)}
-            for name, value in env.items() if isinstance(value, str) and SECRET_REF.match(value)]
+            for name, value in env.items() if is_reference(value)]
 
 
 # ----------------------------------------------------------------------------- write

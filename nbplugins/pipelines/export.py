@@ -44,6 +44,7 @@ from nbplugins.errors import ConfigError, ExecutionError, ValidationError
 from nbplugins.pipelines import elyra
 from nbplugins.pipelines.model import PARAM_REF, Pipeline
 from nbplugins.pipelines.runner import _copy, _matches, resolve_parameters
+from nbplugins.secrets import is_reference, resolve_reference
 
 TARGETS = {"kfp": ("kfp", "KUBEFLOW_PIPELINES", "yaml"), "airflow": ("airflow", "APACHE_AIRFLOW", "py")}
 RUNTIME_NAME = "nbplugins-export"
@@ -190,7 +191,7 @@ def stage(pipeline: Pipeline, workspace: Path, target: str, values: Mapping[str,
                     from_env[name] = (ref.group(1), values[ref.group(1)])
                 elif ref:
                     literal[name] = values[ref.group(1)]
-                elif isinstance(value, str) and elyra.SECRET_REF.match(value):
+                elif is_reference(value):
                     var = elyra.secret_key(value)
                     secret_env[name] = var
                     extra_secrets.append({"env_var": var, "name": staged.secret_name, "key": var})
@@ -252,9 +253,8 @@ def export(path: str | os.PathLike[str], target: str, output: str | os.PathLike[
     storage = storage_settings(s3_profile)
     for node in pipeline.nodes:  # resolve env secrets only to learn their values for the leak check
         for value in pipeline.env_of(node).values():
-            if isinstance(value, str) and elyra.SECRET_REF.match(value):
+            if is_reference(value):
                 with contextlib.suppress(Exception):
-                    from nbplugins.papermill.parameters import resolve_reference
 
                     resolve_reference("export check", value)
     with tempfile.TemporaryDirectory(prefix="nbplugins-export-") as tmp:

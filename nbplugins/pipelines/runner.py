@@ -269,7 +269,7 @@ class Run:
                     _copy(path, workdir / path.relative_to(parent_dir))
 
     def _env(self, node: Node) -> dict[str, str]:
-        from nbplugins.papermill.parameters import is_reference, resolve_reference
+        from nbplugins.secrets import is_reference, resolve_reference
 
         env = {name: str(value) for name, value in self.values.items() if name in node.pipeline_parameters}
         for name, value in self.pipeline.env_of(node).items():
@@ -284,7 +284,7 @@ class Run:
     # -- warm kernels: start the next nodes' kernels while their parents run -----------------
 
     def _warmable(self, node: Node) -> bool:
-        from nbplugins.papermill.parameters import is_reference
+        from nbplugins.secrets import is_reference
 
         # a secret parameter reference adds kernel env at execution time: such a node starts cold
         return node.kind == "notebook" and not any(is_reference(v) for v in node.parameters.values())

@@ -48,3 +48,21 @@ def test_pool_without_fork_starts_ordinary_kernels(tmp_path):
         assert not pool.fork and pool.server is None
         values = scraps.read(execute(nb, tmp_path / "o.ipynb", km=pool.take(), credentials={}))
     assert values["ppid"] == os.getpid() and values["fresh"]
+
+
+def test_a_server_prestarted_from_a_short_lived_thread_outlives_that_thread():
+    import time
+
+    from nbplugins import forkserver
+
+    forkserver.prestart("python3")
+    deadline = time.monotonic() + 60
+    while not forkserver.ForkProvisioner.servers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with forkserver._starting:  # held until the server said it is ready
+        server = next(iter(forkserver.ForkProvisioner.servers.values()))
+    time.sleep(1.5)  # the starting thread is long gone
+    try:
+        assert server.proc.poll() is None
+    finally:
+        forkserver.stop_server(server)
