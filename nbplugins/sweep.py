@@ -234,12 +234,13 @@ def load_state(report_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _exists(url: str) -> bool:
-    import fsspec
+    """Whether an earlier run's output is still there (through the storage layer's profiles)."""
+    from nbplugins.storage import filesystem
 
     try:
-        fs, path = fsspec.core.url_to_fs(url)
-        return fs.exists(path)
-    except Exception:
+        fs, path = filesystem(url)
+        return bool(fs.exists(path))
+    except Exception:  # unreachable storage: run it again rather than trust the record
         return False
 
 

@@ -15,6 +15,7 @@ import pytest
 from nbplugins import sweep
 from nbplugins.errors import ValidationError
 from tests.papermill import notebooks
+from tests.storage.conftest import bucket, rclone, rclone_secret  # noqa: F401
 
 STATEFUL = (
     "from nbplugins import scraps\n"
@@ -167,3 +168,19 @@ def test_secret_references_reach_the_kernels_but_no_output(tmp_path, canary):
     table = pd.read_csv(tmp_path / "sweep-s" / "summary.csv")
     assert table["value.key_len"].tolist() == [len(canary)] * 2
     assert set(table["key"]) == {"secret"} and (tmp_path / "out" / "1-secret.ipynb").exists()
+
+
+def test_outputs_go_to_s3_and_a_rerun_skips_them(tmp_path, template, rclone, bucket):  # noqa: F811
+    from tests.servers import s3 as s3_servers
+
+    (tmp_path / "grid.yaml").write_text("n: [3, 4]\n")
+    env = s3_servers.aws_env(rclone)
+    args = ("sweep", str(template), "--grid", "grid.yaml", "-o", f"s3://{bucket}/runs/sq-{{n}}.ipynb")
+    first = cli(*args, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    stored = Path(str(rclone.extra["root"])) / bucket / "runs"
+    assert sorted(p.name for p in stored.iterdir()) == ["sq-3.ipynb", "sq-4.ipynb"]
+    assert nbformat.read(stored / "sq-4.ipynb", as_version=4).metadata.papermill.parameters == {"n": 4}
+    assert str(env["AWS_SECRET_ACCESS_KEY"]) not in first.stdout + first.stderr
+    again = cli(*args, cwd=tmp_path, env=env)
+    assert "0 ok, 0 failed, 2 skipped" in again.stdout
