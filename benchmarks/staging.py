@@ -3,9 +3,11 @@
 A mixed set (half in one large file, half in 1 MiB files; 1 GiB by default: one 512 MiB
 file and 512 files of 1 MiB) is put to and got from ``rclone serve s3`` on loopback by each
 tool in turn, each in its own process so peak RSS is measured per tool (``os.wait4``).
-Prints MB/s per tool and direction, our ratio to each, and peak RSS.
+Prints MB/s per tool and direction, our ratio to each, peak RSS, and the CPU seconds the
+tool and the server each spent (on a 2-core machine the server's own work, e.g. rclone
+hashing every upload and every newly listed object, bounds what any client can reach).
 
-    .venv/bin/python benchmarks/staging.py [--size-mib 1024]
+    .venv/bin/python benchmarks/staging.py [--size-mib 1024] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -84,21 +86,31 @@ def worker(tool: str, direction: str, local: str, remote: str) -> None:
         raise SystemExit(f"unknown tool {tool}")
 
 
-def timed(tool: str, direction: str, local: str, remote: str, env: dict[str, str]) -> tuple[float, int]:
-    """Seconds and peak RSS (bytes) of one transfer in a child process."""
+def server_cpu(pid: int) -> float:
+    """CPU seconds used so far by the S3 server process (user + system)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(tool: str, direction: str, local: str, remote: str, env: dict[str, str],
+          server_pid: int) -> tuple[float, int, float, float]:
+    """Seconds, peak RSS (bytes), client CPU seconds and server CPU seconds of one transfer in a child process."""
     if tool == "s5cmd":
         s5 = str(Path(sys.executable).parent / "s5cmd")
         argv = [s5, "--endpoint-url", env["AWS_ENDPOINT_URL_S3"], "cp"]
         argv += ([f"{local}/*", f"s3://{remote}/"] if direction == "put" else [f"s3://{remote}/*", f"{local}/"])
     else:
         argv = [sys.executable, __file__, "--worker", tool, direction, local, remote]
+    server_before = server_cpu(server_pid)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{tool} {direction} failed: {proc.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss * 1024
+    return (seconds, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime,
+            server_cpu(server_pid) - server_before)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -134,6 +146,9 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="total size (half one file, half 1 MiB files)")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     parser.add_argument("--workdir", default=None, help="where data goes (default: a temp dir)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every tool this many times, interleaved, and keep each tool's best run "
+                             "(the machine is shared: the best run is the least disturbed one)")
     parser.add_argument("--worker", nargs=4, metavar=("TOOL", "DIR", "LOCAL", "REMOTE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -150,24 +165,39 @@ def main() -> None:
     server = s3_servers.start_rclone(work / "s3", buckets=("bench",), log_dir=work)
     env = s3_servers.aws_env(server)
     total = args.size_mib * MiB
-    results: dict[str, dict[str, tuple[float, int]]] = {}
+    tools = args.tools.split(",")
+    results: dict[str, dict[str, tuple[float, int, float, float]]] = {}
+    pid = server.proc.pid
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     try:
-        for tool in args.tools.split(","):
-            remote = f"bench/{tool}"
-            out = work / f"out-{tool}"
-            out.mkdir()
-            put = timed(tool, "put", str(data), remote, env)
-            get = timed(tool, "get", str(out), remote, env)
-            got = digest_tree(out)
-            if got != expected:
-                raise SystemExit(f"{tool}: downloaded data differ from the source ({len(got)} files)")
-            results[tool] = {"put": put, "get": get}
-            print(f"{tool:10s} put {total / put[0] / 1e6:8.1f} MB/s  get {total / get[0] / 1e6:8.1f} MB/s  "
-                  f"peak RSS put {put[1] / MiB:6.0f} MiB get {get[1] / MiB:6.0f} MiB", flush=True)
-            shutil.rmtree(out)
-            shutil.rmtree(work / "s3" / "bench" / tool, ignore_errors=True)
+        for round_ in range(args.rounds):
+            for tool in tools:
+                remote = f"bench/{tool}-{round_}"
+                out = work / f"out-{tool}"
+                out.mkdir()
+                put = timed(tool, "put", str(data), remote, env, pid)
+                get = timed(tool, "get", str(out), remote, env, pid)
+                got = digest_tree(out)
+                if got != expected:
+                    raise SystemExit(f"{tool}: downloaded data differ from the source ({len(got)} files)")
+                best = results.setdefault(tool, {"put": put, "get": get})
+                for direction, res in (("put", put), ("get", get)):
+                    if res[0] < best[direction][0]:
+                        best[direction] = res
+                print(f"{tool:10s} put {total / put[0] / 1e6:8.1f} MB/s  get {total / get[0] / 1e6:8.1f} MB/s  "
+                      f"peak RSS put {put[1] / MiB:4.0f} get {get[1] / MiB:4.0f} MiB  "
+                      f"CPU s client/server put {put[2]:4.1f}/{put[3]:4.1f} get {get[2]:4.1f}/{get[3]:4.1f}",
+                      flush=True)
+                shutil.rmtree(out)
+                shutil.rmtree(work / "s3" / "bench" / f"{tool}-{round_}", ignore_errors=True)
     finally:
         server.stop()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.rounds > 1:
+        print(f"\nbest of {args.rounds} rounds:")
+        for tool, res in results.items():
+            print(f"{tool:10s} put {total / res['put'][0] / 1e6:8.1f} MB/s  get {total / res['get'][0] / 1e6:8.1f} MB/s  "
+                  f"peak RSS put {res['put'][1] / MiB:4.0f} get {res['get'][1] / MiB:4.0f} MiB")
     if "nbplugins" in results:
         ours = results["nbplugins"]
         print("\nours / peer (MB/s ratio, >1 means we are faster):")

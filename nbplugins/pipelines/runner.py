@@ -143,6 +143,24 @@ def _matches(base: Path, pattern: str, recursive: bool = False) -> list[Path]:
     return [path] if path.exists() else []
 
 
+def critical_path_order(pipeline: Pipeline) -> list[Node]:
+    """Nodes by the length of the longest chain they start (then file order).
+
+    Starting the node with the most work behind it first (list scheduling by "level")
+    keeps the critical path moving: in a diamond plus independent nodes, the diamond's
+    branches run side by side instead of behind an independent node.
+    """
+    order = pipeline.order()
+    children: dict[str, list[str]] = {n.id: [] for n in order}
+    for n in order:
+        for parent in n.depends_on:
+            children[parent].append(n.id)
+    height: dict[str, int] = {}
+    for n in reversed(order):
+        height[n.id] = 1 + max((height[c] for c in children[n.id]), default=0)
+    return sorted(order, key=lambda n: -height[n.id])
+
+
 class Run:
     """One run of a pipeline in a run folder; iterate :meth:`events` to execute it."""
 
@@ -426,6 +444,7 @@ class Run:
             if status[node.id] == "reused":
                 rec = self.record["nodes"][node.label]
                 yield Event("reused", node.label, duration=rec.get("duration"), outputs=rec.get("outputs", []))
+        ranked = critical_path_order(p)
         inbox: queue.Queue[tuple[Node, Event, dict[str, Any]]] = queue.Queue()
         running: set[str] = set()
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nbplugins-node")
@@ -433,7 +452,7 @@ class Run:
         try:
             self._setup_warm(stack)
             while True:
-                for node in p.order():  # launch every ready node, in file order
+                for node in ranked:  # launch ready nodes, longest remaining chain first
                     if len(running) >= self.jobs:
                         break
                     if status[node.id] == "pending" and all(status[d] in DONE for d in node.depends_on):
@@ -442,7 +461,7 @@ class Run:
                         running.add(node.id)
                         pool.submit(self._worker, node, inbox)
                 # the next nodes in line (parents running or done) get their kernels started now
-                upcoming = [n for n in p.order() if status[n.id] == "pending"
+                upcoming = [n for n in ranked if status[n.id] == "pending"
                             and all(status[d] in (*DONE, "running") for d in n.depends_on)]
                 for node in upcoming[:self.jobs]:
                     self._warm(node)

@@ -47,6 +47,7 @@ TMP_MARK = ".nbp-part-"
 META_PART_SIZE = "nbplugins-part-size"
 CHUNK = 1 << 20
 MAX_PARTS = 10_000
+MAX_LIST_SPLIT = 64  # top-level folders listed in parallel; more than this: one flat listing
 
 
 # ----------------------------------------------------------------------------- events
@@ -167,13 +168,13 @@ def _safe_rel(rel: str, where: str) -> str:
     return rel
 
 
-def _list_source(loc: Location) -> tuple[list[tuple[str, str, int, str | None, int | None]], bool]:
-    """[(rel, path, size, etag, part_size)], and whether the source is a directory/prefix."""
-    if loc.is_local:
-        return _list_local(loc)
+def _list_source(loc: Location, retry: Retry) -> tuple[list[tuple[str, str, int, str | None, int | None]], bool,
+                                                      dict[str, Any]]:
+    """[(rel, path, size, etag, part_size)], whether the source is a directory/prefix, and its manifest."""
     if loc.scheme == "s3":
-        return _list_s3(loc)
-    return _list_fsspec(loc)
+        return _list_s3(loc, retry)
+    listed, is_dir = _list_local(loc) if loc.is_local else _list_fsspec(loc)
+    return listed, is_dir, _read_manifest(loc, retry) if is_dir else {}
 
 
 def _list_local(loc: Location) -> tuple[list[Any], bool]:
@@ -210,9 +211,57 @@ def _bucket_key(path: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _list_s3(loc: Location) -> tuple[list[Any], bool]:
+def _list_tree(client: Any, bucket: str, prefix: str, hints: set[str], retry: Retry, what: str) -> list[dict[str, Any]]:
+    """Every object below ``prefix``, sorted by key: one listing per top-level folder, in parallel.
+
+    A flat listing is one request after another, and a server that computes ETags on the fly
+    (``rclone serve s3`` hashes each new object when it is first listed) then hashes the whole
+    tree on one core. Listing the top level with ``Delimiter='/'`` and each top-level folder
+    on its own (``hints``, e.g. from the manifest, start before the top level answers) gives
+    the same objects with the work spread over several requests.
+    """
+
+    def pages(sub: str, **extra: Any) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            call = {"Bucket": bucket, "Prefix": sub, **extra, **({"ContinuationToken": token} if token else {})}
+            page = _s3_call(lambda kw=call: client.list_objects_v2(**kw), what, retry)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def flat(sub: str) -> list[dict[str, Any]]:
+        return [obj for page in pages(sub) for obj in page.get("Contents", [])]
+
+    def top() -> tuple[list[dict[str, Any]], list[str]]:
+        objs, folders = [], []
+        for page in pages(prefix, Delimiter="/"):
+            objs.extend(page.get("Contents", []))
+            folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []) if p.get("Prefix"))
+        return objs, folders
+
+    with ThreadPoolExecutor(8, thread_name_prefix="nbp-list") as pool:
+        started = {f"{prefix}{h}/": pool.submit(flat, f"{prefix}{h}/") for h in sorted(hints)[:MAX_LIST_SPLIT]}
+        objs, folders = top()
+        if len(folders) > MAX_LIST_SPLIT:  # many small folders: one flat listing is fewer requests
+            for future in started.values():
+                future.cancel()
+            return flat(prefix)
+        for folder in folders:
+            if folder not in started:
+                started[folder] = pool.submit(flat, folder)
+        found = {obj["Key"]: obj for obj in objs}
+        for folder, future in started.items():
+            if folder in folders:
+                found.update((obj["Key"], obj) for obj in future.result())
+            else:
+                future.cancel()
+    return [found[k] for k in sorted(found)]
+
+
+def _list_s3(loc: Location, retry: Retry) -> tuple[list[Any], bool, dict[str, Any]]:
     client = _client(loc)
-    retry = Retry.from_config()
     bucket, key = _bucket_key(loc.path)
     if key and not key.endswith("/"):
         try:
@@ -225,24 +274,19 @@ def _list_s3(loc: Location) -> tuple[list[Any], bool]:
         else:
             part = head.get("Metadata", {}).get(META_PART_SIZE)
             return [(posixpath.basename(key), loc.path, head["ContentLength"], _clean(head.get("ETag")),
-                     int(part) if part and part.isdigit() else None)], False
+                     int(part) if part and part.isdigit() else None)], False, {}
     prefix = key if not key or key.endswith("/") else key + "/"
+    manifest = _read_manifest(loc, retry)
+    hints = {rel.split("/", 1)[0] for rel in manifest if "/" in rel}
     found = []
-    token: str | None = None
-    while True:
-        kwargs = {"Bucket": bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
-        page = _s3_call(lambda kw=kwargs: client.list_objects_v2(**kw), f"list {loc.url}", retry)
-        for obj in page.get("Contents", []):
-            rel = obj["Key"][len(prefix):]
-            if not rel or rel.endswith("/"):
-                continue
-            found.append((rel, f"{bucket}/{obj['Key']}", obj["Size"], _clean(obj.get("ETag")), None))
-        token = page.get("NextContinuationToken")
-        if not page.get("IsTruncated") or not token:
-            break
+    for obj in _list_tree(client, bucket, prefix, hints, retry, f"list {loc.url}"):
+        rel = obj["Key"][len(prefix):]
+        if not rel or rel.endswith("/"):
+            continue
+        found.append((rel, f"{bucket}/{obj['Key']}", obj["Size"], _clean(obj.get("ETag")), None))
     if not found:
         raise StorageError(f"{loc.url}: no such object or prefix in bucket {bucket!r}")
-    return found, True
+    return found, True, manifest
 
 
 def _list_fsspec(loc: Location) -> tuple[list[Any], bool]:
@@ -293,11 +337,11 @@ _clients_lock = threading.Lock()
 
 
 def _client(loc: Location) -> Any:
-    """One thread-safe botocore client per resolved S3 location."""
+    """One thread-safe botocore client per resolved S3 location (uploads carry Content-MD5)."""
     with _clients_lock:
         client = loc.__dict__.get("_client")
         if client is None:
-            client = loc.__dict__["_client"] = loc.s3.client()
+            client = loc.__dict__["_client"] = loc.s3.transfer_client()
         return client
 
 
@@ -307,16 +351,24 @@ def _client(loc: Location) -> Any:
 class _Job:
     """State of one file in flight: parts done, digests, destination handle."""
 
-    def __init__(self, entry: Entry, part_size: int) -> None:
+    def __init__(self, entry: Entry, part_size: int, ordered: bool = False) -> None:
         self.entry = entry
         self.part_size = part_size
         self.parts = part_count(entry.size, part_size)
         self.digests: list[bytes | None] = [None] * self.parts
         self.etags: list[str | None] = [None] * self.parts
         self.done = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.handle: Any = None
         self.failed = False
+        # ordered: the source's checksum is the MD5 of the whole file, which only a sequential
+        # pass can compute; parts are hashed in order as soon as they and all before them are
+        # written (a pread from the page cache), overlapping the download, not after it.
+        self.ordered = ordered
+        self.whole = hashlib.md5() if ordered else None
+        self.hashed = 0  # parts fed to ``whole``
+        self.hashing = False
+        self.hash_error: BaseException | None = None
 
     def part_range(self, index: int) -> tuple[int, int]:
         offset = index * self.part_size
@@ -327,6 +379,41 @@ class _Job:
             self.digests[index] = digest
             self.done += 1
             return self.done == self.parts
+
+    def advance(self, read: Callable[[int, int], bytes]) -> None:
+        """Feed every written part that extends the hashed prefix to the whole-file MD5 (one thread at a time)."""
+        while True:
+            with self.lock:
+                if (self.hashing or self.hash_error or self.hashed >= self.parts
+                        or self.digests[self.hashed] is None):
+                    return
+                self.hashing = True
+                index = self.hashed
+            try:
+                offset, length = self.part_range(index)
+                end = offset + length
+                while offset < end:
+                    block = read(offset, min(end - offset, 4 * CHUNK))
+                    if not block:
+                        raise StorageError(f"{self.entry.dest}: temporary file shorter than written")
+                    self.whole.update(block)  # type: ignore[union-attr]
+                    offset += len(block)
+            except BaseException as exc:
+                with self.lock:
+                    self.hash_error, self.hashing = exc, False
+                    self.lock.notify_all()
+                raise
+            with self.lock:
+                self.hashed, self.hashing = index + 1, False
+                self.lock.notify_all()
+
+    def whole_md5(self) -> str:
+        """The whole-file MD5, once every part is hashed (waits for the thread hashing the last ones)."""
+        with self.lock:
+            self.lock.wait_for(lambda: self.hashed >= self.parts or self.hash_error is not None)
+            if self.hash_error is not None:
+                raise self.hash_error
+        return self.whole.hexdigest()  # type: ignore[union-attr]
 
 
 class _LocalSource:
@@ -403,7 +490,7 @@ class _LocalDest:
         if os.path.isdir(target):
             raise StorageError(f"{target}: a directory is in the way where a file is expected")
         tmp = os.path.join(directory, f".{os.path.basename(target)}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         job.handle = (fd, tmp)
         try:
             os.ftruncate(fd, job.entry.size)
@@ -430,10 +517,10 @@ class _LocalDest:
             raise ChecksumMismatch(f"{job.entry.dest}: size {os.path.getsize(tmp)}, expected {job.entry.size}")
         os.replace(tmp, job.entry.dest)
 
-    def verify_file(self, job: _Job) -> str:
-        """Plain MD5 of the written temp file (when the source gave a plain MD5 for many parts)."""
-        _, tmp = job.handle
-        return file_etags(tmp, job.part_size)[0]
+    def read_back(self, job: _Job) -> Callable[[int, int], bytes]:
+        """pread from the temporary file (the ordered whole-file MD5 reads parts back from the page cache)."""
+        fd = job.handle[0]
+        return lambda offset, length: os.pread(fd, length, offset)
 
     def abort(self, job: _Job) -> None:
         if not job.handle:
@@ -566,8 +653,7 @@ class _Transfer:
     # -- planning
 
     def plan(self) -> tuple[list[Entry], bool]:
-        listed, is_dir = _list_source(self.src)
-        manifest = _read_manifest(self.src, self.retry) if is_dir else {}
+        listed, is_dir, manifest = _list_source(self.src, self.retry)
         dest_is_dir = is_dir or self._dest_is_dir()
         if is_dir:
             self._check_dest_dir()
@@ -635,15 +721,9 @@ class _Transfer:
                     pass
                 return out
             prefix = key.rstrip("/") + "/" if key else ""
-            token = None
-            while True:
-                kwargs = {"Bucket": bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
-                page = _s3_call(lambda kw=kwargs: client.list_objects_v2(**kw), f"list {self.dest.url}", self.retry)
-                for obj in page.get("Contents", []):
-                    out[f"{bucket}/{obj['Key']}"] = (obj["Size"], _clean(obj.get("ETag")), None)
-                token = page.get("NextContinuationToken")
-                if not page.get("IsTruncated") or not token:
-                    break
+            hints = {e.rel.split("/", 1)[0] for e in entries if "/" in e.rel}
+            for obj in _list_tree(client, bucket, prefix, hints, self.retry, f"list {self.dest.url}"):
+                out[f"{bucket}/{obj['Key']}"] = (obj["Size"], _clean(obj.get("ETag")), None)
             return out
         out = {}
         for e in entries:
@@ -691,9 +771,13 @@ class _Transfer:
     def start(self, entry: Entry) -> list[Callable[[], Any]]:
         if not self.writer.parallel:
             return [lambda: self.sequential(entry)]
-        job = _Job(entry, self._part_size_for(entry))
+        part_size = self._part_size_for(entry)
+        ordered = bool(self.dest.is_local and entry.etag and "-" not in entry.etag and entry.size > part_size)
+        job = _Job(entry, part_size, ordered)
         self.writer.open(job)
         self.jobs.add(job)
+        if job.parts == 1:  # small file: open, move, verify, publish in one task (no hop via the driver)
+            return self.part(job, 0)
         return [lambda i=i: self.part(job, i) for i in range(job.parts)]
 
     def part(self, job: _Job, index: int) -> list[Callable[[], Any]]:
@@ -712,32 +796,38 @@ class _Transfer:
                 digest = hashlib.md5(data).digest()
                 self.writer.write_part(job, index, data, digest)
                 return digest
-            md5 = hashlib.md5()
+            md5 = None if job.ordered else hashlib.md5()  # ordered: the whole-file MD5 is all that is checked
             pos = offset
             for block in self.reader.read(entry.src, offset, length):
                 self.writer.write_at(job, pos, block)
-                md5.update(block)
+                if md5 is not None:
+                    md5.update(block)
                 pos += len(block)
             if pos != offset + length:
                 raise TransientError(f"{what}: read {pos - offset} of {length} bytes")
-            return md5.digest()
+            return md5.digest() if md5 is not None else b""
 
         digest = self._call(attempt, what)
         self.emit(Event("bytes", entry.rel, length))
-        if job.mark(index, digest):
-            return [lambda: self.finish(job)]
+        last = job.mark(index, digest)
+        if job.ordered:
+            try:
+                job.advance(self.writer.read_back(job))
+            except OSError as exc:
+                raise StorageError(f"{entry.dest}: cannot read back the temporary file: {exc.strerror or exc}") from None
+        if last:
+            return self.finish(job)
         return []
 
     def finish(self, job: _Job) -> list[Callable[[], Any]]:
         entry = job.entry
         digests = [d for d in job.digests if d is not None]
-        sent = etag_of(digests)
+        sent = job.whole_md5() if job.ordered else etag_of(digests)
         got: str | None = None
         if entry.etag and "-" in entry.etag:
             got = sent if entry.part_size == job.part_size else None
         elif entry.etag:
-            got = digests[0].hex() if job.parts == 1 else (
-                self.writer.verify_file(job) if self.dest.is_local else None)
+            got = sent if job.ordered or job.parts == 1 else None
         if got is not None and got != entry.etag:
             return self._mismatch(job, f"{entry.rel}: MD5 {got}, source says {entry.etag}")
         if self.dest.is_local:
@@ -747,7 +837,7 @@ class _Transfer:
             if final and "-" in final and final != sent:
                 raise StorageError(f"s3://{entry.dest}: server ETag {final}, expected {sent}")
         entry.result_etag = sent
-        entry.result_part_size = job.part_size if job.parts > 1 else None
+        entry.result_part_size = job.part_size if job.parts > 1 and not job.ordered else None
         self.jobs.discard(job)
         self.finished.append(entry)
         self.emit(Event("file", entry.rel, entry.size, 1))

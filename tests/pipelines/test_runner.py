@@ -158,3 +158,15 @@ def test_the_same_file_runs_with_elyra_pipeline_run(workspace):
     result = elyra_pipeline("run", str(path.relative_to(workspace)), cwd=workspace)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (nb / "two.txt").read_text() == "hihi"
+
+
+def test_ready_nodes_start_longest_chain_first(workspace):
+    for name in "abcdef":
+        make_notebook(workspace / f"{name}.ipynb", "x = 1", "print(x)")
+    edges = {"e": [], "f": [], "a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}  # e, f first in the file
+    nodes = {n: {"notebook": f"{n}.ipynb", **({"after": p} if p else {})} for n, p in edges.items()}
+    built = spec.build(write_spec(workspace / "order.yaml", {"name": "order", "runtime_image": "owner/image:tag",
+                                                              "nodes": nodes}))
+    ranked = [n.label for n in runner.critical_path_order(elyra.load(built))]
+    assert ranked[0] == "a" and set(ranked[1:3]) == {"b", "c"}  # the diamond's chain before e and f
+    assert set(ranked[3:]) == {"d", "e", "f"}

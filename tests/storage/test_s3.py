@@ -82,3 +82,28 @@ def test_unknown_scheme_and_missing_bucket_are_clear_errors():
         storage.filesystem("ftp://host/x")
     with pytest.raises(StorageError, match="no bucket"):
         storage.filesystem("s3:///key")
+
+
+def test_the_transfer_client_sends_unsigned_bodies_only_bound_by_a_signed_content_md5(s3_env, bucket):
+    import base64
+    import hashlib
+
+    import botocore.exceptions
+
+    client = s3.resolve().transfer_client()
+    sent: list[dict[str, str]] = []
+    client.meta.events.register("before-send.s3", lambda request, **_: sent.append(dict(request.headers)))
+    body = b"x" * 100_000
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    client.put_object(Bucket=bucket, Key="unsigned.bin", Body=body, ContentMD5=md5)
+    headers = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in sent[-1].items()}
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"  # no SHA-256 pass over the body
+    assert "content-md5" in headers["authorization"].split("SignedHeaders=")[1]  # the MD5 is signed
+    assert client.get_object(Bucket=bucket, Key="unsigned.bin")["Body"].read() == body
+    with pytest.raises(botocore.exceptions.ClientError, match="BadDigest"):  # a body that is not the signed one
+        client.put_object(Bucket=bucket, Key="unsigned.bin", Body=body[:-1] + b"y", ContentMD5=md5)
+    assert client.get_object(Bucket=bucket, Key="unsigned.bin")["Body"].read() == body
+    plain = s3.resolve().client()  # other clients keep signing bodies over http
+    plain.meta.events.register("before-send.s3", lambda request, **_: sent.append(dict(request.headers)))
+    plain.put_object(Bucket=bucket, Key="signed.bin", Body=body)
+    assert sent[-1]["X-Amz-Content-SHA256"] not in ("UNSIGNED-PAYLOAD", b"UNSIGNED-PAYLOAD")

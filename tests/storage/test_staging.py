@@ -224,3 +224,47 @@ def test_cli_shows_progress_and_keys_stay_out_of_logs(s3_env, bucket, tmp_path, 
     secrets.install_log_redaction()
     run(staging.get(f"s3://{bucket}/cli", str(tmp_path / "back")))
     assert secret not in caplog.text
+
+
+# ----------------------------------------------------------------------------- fast paths keep the checks
+
+
+def test_a_plain_md5_etag_over_many_parts_is_hashed_in_order_and_checked(s3_env, bucket, rclone, tmp_path):
+    stored = Path(str(rclone.extra["root"])) / bucket / "plain"
+    stored.mkdir(parents=True)
+    data = os.urandom(13 * MiB)  # written by another tool: no manifest, the listing's ETag is the plain MD5
+    (stored / "big.bin").write_bytes(data)
+    got = run(staging.get(f"s3://{bucket}/plain", str(tmp_path / "out"), part_size=PART))
+    assert got.files == 1 and (tmp_path / "out" / "big.bin").read_bytes() == data
+    manifest = json.loads((tmp_path / "out" / staging.MANIFEST).read_text())
+    assert manifest["files"]["big.bin"] == {"size": 13 * MiB, "etag": hashlib.md5(data).hexdigest(), "part_size": None}
+    events = staging.get(f"s3://{bucket}/plain", str(tmp_path / "again"), part_size=PART)
+    seen = []
+    with pytest.raises(StorageError, match="big.bin: MD5 .* source says .*gave up after 3 attempts"):
+        for event in events:
+            seen.append(event.kind)
+            if event.kind == "plan":  # listed with the right ETag; the bytes then rot on the server
+                raw = bytearray(data)
+                raw[7 * MiB + 3] ^= 0xFF
+                (stored / "big.bin").write_bytes(bytes(raw))
+    assert "retry" in seen
+    assert not (tmp_path / "again" / "big.bin").exists()
+    assert not [p for p in (tmp_path / "again").rglob("*") if staging.TMP_MARK in p.name]
+
+
+@pytest.mark.parametrize("split", [staging.MAX_LIST_SPLIT, 1])
+def test_folders_listed_in_parallel_miss_nothing_even_those_missing_from_the_manifest(
+        s3_env, bucket, rclone, tmp_path, monkeypatch, split):
+    monkeypatch.setattr(staging, "MAX_LIST_SPLIT", split)  # 1: more folders than that, one flat listing
+    src = tmp_path / "src"
+    expected = make_tree(src, big=1 * MiB, small=6)
+    run(staging.put(str(src), f"s3://{bucket}/set"))
+    from nbplugins.storage import s3
+
+    client = s3.resolve().client()  # objects added after the manifest was written
+    client.put_object(Bucket=bucket, Key="set/later/deep/new.txt", Body=b"late")
+    client.put_object(Bucket=bucket, Key="set/zz.txt", Body=b"top")
+    expected.update({"later/deep/new.txt": hashlib.sha256(b"late").hexdigest(),
+                     "zz.txt": hashlib.sha256(b"top").hexdigest()})
+    got = run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
+    assert got.files == len(expected) and tree_hashes(tmp_path / "out") == expected
