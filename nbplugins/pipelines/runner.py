@@ -143,13 +143,12 @@ def _matches(base: Path, pattern: str, recursive: bool = False) -> list[Path]:
     return [path] if path.exists() else []
 
 
-def critical_path_order(pipeline: Pipeline) -> list[Node]:
-    """Nodes by the length of the longest chain they start (then file order).
+#: Longest a free slot is held for a node on a longer chain whose parents are still running.
+HOLD_SECONDS = 0.75
 
-    Starting the node with the most work behind it first (list scheduling by "level")
-    keeps the critical path moving: in a diamond plus independent nodes, the diamond's
-    branches run side by side instead of behind an independent node.
-    """
+
+def chain_heights(pipeline: Pipeline) -> dict[str, int]:
+    """For each node, the number of nodes on the longest chain it starts (itself included)."""
     order = pipeline.order()
     children: dict[str, list[str]] = {n.id: [] for n in order}
     for n in order:
@@ -158,7 +157,18 @@ def critical_path_order(pipeline: Pipeline) -> list[Node]:
     height: dict[str, int] = {}
     for n in reversed(order):
         height[n.id] = 1 + max((height[c] for c in children[n.id]), default=0)
-    return sorted(order, key=lambda n: -height[n.id])
+    return height
+
+
+def critical_path_order(pipeline: Pipeline) -> list[Node]:
+    """Nodes by the length of the longest chain they start (then file order).
+
+    Starting the node with the most work behind it first (list scheduling by "level")
+    keeps the critical path moving: in a diamond plus independent nodes, the diamond's
+    branches run side by side instead of behind an independent node.
+    """
+    height = chain_heights(pipeline)
+    return sorted(pipeline.order(), key=lambda n: -height[n.id])
 
 
 class Run:
@@ -445,6 +455,9 @@ class Run:
                 rec = self.record["nodes"][node.label]
                 yield Event("reused", node.label, duration=rec.get("duration"), outputs=rec.get("outputs", []))
         ranked = critical_path_order(p)
+        height = chain_heights(p)
+        hold_until: float | None = None  # a slot kept free briefly for a longer chain (HOLD_SECONDS)
+        hold_spent = False  # the hold ran out: no new hold until the next event
         inbox: queue.Queue[tuple[Node, Event, dict[str, Any]]] = queue.Queue()
         running: set[str] = set()
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nbplugins-node")
@@ -452,10 +465,20 @@ class Run:
         try:
             self._setup_warm(stack)
             while True:
+                # nodes whose parents are all done or running: about to be ready
+                soon = [n for n in ranked if status[n.id] == "pending"
+                        and any(status[d] == "running" for d in n.depends_on)
+                        and all(status[d] in (*DONE, "running") for d in n.depends_on)]
                 for node in ranked:  # launch ready nodes, longest remaining chain first
                     if len(running) >= self.jobs:
                         break
                     if status[node.id] == "pending" and all(status[d] in DONE for d in node.depends_on):
+                        if soon and height[soon[0].id] > height[node.id] and not hold_spent:
+                            # a longer chain is about to be ready: keep this slot for it, briefly
+                            hold_until = hold_until or time.monotonic() + HOLD_SECONDS
+                            if time.monotonic() < hold_until:
+                                break
+                            hold_spent = True
                         self._warm(node)  # its kernel boots while the worker imports the engine
                         status[node.id] = "running"
                         running.add(node.id)
@@ -467,7 +490,13 @@ class Run:
                     self._warm(node)
                 if not running:
                     break
-                node, event, fields = inbox.get()
+                try:
+                    holding = hold_until is not None and not hold_spent
+                    wait = max(0.0, hold_until - time.monotonic()) if holding else None
+                    node, event, fields = inbox.get(timeout=wait)
+                except queue.Empty:  # the hold ran out: the shorter chain gets the slot
+                    continue
+                hold_until, hold_spent = None, False
                 self._update(node.label, fields)
                 if event.kind != "started":
                     running.discard(node.id)
