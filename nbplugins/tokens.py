@@ -510,10 +510,7 @@ class TokenResolver:
                 f"{first.source}: the token expired {relative(first.seconds_left() or 0)} "
                 f"(at {when(first.expires_at or 0)}); get a fresh one"
             )
-        raise TokenError(
-            "no token found; looked at " + ", ".join(looked)
-            + ". Set OIDC_ACCESS_TOKEN, NBPLUGINS_TOKEN_FILE, or a refresh grant in the config"
-        )
+        raise _none_found(looked)
 
     def inspect(self) -> Token:
         """The first token found, expired or not (for ``token check``)."""
@@ -523,8 +520,12 @@ class TokenResolver:
             token = src.fetch()
             if token is not None:
                 return token
-        raise TokenError("no token found; looked at " + ", ".join(looked)
-                         + ". Set OIDC_ACCESS_TOKEN, NBPLUGINS_TOKEN_FILE, or a refresh grant in the config")
+        raise _none_found(looked)
+
+
+def _none_found(looked: list[str]) -> TokenError:
+    return TokenError("no token found; looked at " + ", ".join(looked)
+                      + ". Set OIDC_ACCESS_TOKEN, NBPLUGINS_TOKEN_FILE, or a refresh grant in the config")
 
 
 def _needs(name: str) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -126,9 +128,11 @@ class NbpluginsEngine(NBClientEngine):
         )
         if kernel_cwd is not None:
             final_kwargs["resources"] = {"metadata": {"path": str(kernel_cwd)}}
-        owned = None
+        owned = scratch = None
         if km is None:
-            owned = kernels.new_kernel_manager(kernel_name, keeper.directory if keeper else _scratch())
+            if keeper is None:
+                scratch = tempfile.mkdtemp(prefix="nbplugins-kernel-")
+            owned = kernels.new_kernel_manager(kernel_name, keeper.directory if keeper else scratch)
             km = owned
         client = PapermillNotebookClient(nb_man, km=km, **final_kwargs)
         try:
@@ -143,12 +147,8 @@ class NbpluginsEngine(NBClientEngine):
                 kernels.stop_kernel(km)
             if keeper is not None:
                 keeper.stop()
-
-
-def _scratch() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="nbplugins-kernel-")
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _load(input_path: str) -> nbformat.NotebookNode:

@@ -91,28 +91,24 @@ class RemoteHandler:
 
     # -- papermill's interface
 
-    def read(self, path: str) -> str:
+    def _remote(self, path: str, verb: str, missing: str, fn: Any) -> Any:
+        """Run ``fn(fs, inner)`` through the shared retry, with one error type and message."""
         fs, inner = self._location(path)
         try:
-            data = self._retry().call(lambda: fs.cat_file(inner), what=f"read {path}")
+            return self._retry().call(lambda: fn(fs, inner), what=f"{verb} {path}")
         except FileNotFoundError:
-            raise StorageError(f"{path}: no such notebook") from None
+            raise StorageError(f"{path}: {missing}") from None
         except NbpluginsError:
             raise
         except Exception as exc:
-            raise StorageError(f"{path}: cannot read: {describe(exc)}") from None
+            raise StorageError(f"{path}: cannot {verb}: {describe(exc)}") from None
+
+    def read(self, path: str) -> str:
+        data = self._remote(path, "read", "no such notebook", lambda fs, inner: fs.cat_file(inner))
         return data.decode("utf-8") if isinstance(data, bytes) else data
 
     def listdir(self, path: str) -> list[str]:
-        fs, inner = self._location(path)
-        try:
-            names = self._retry().call(lambda: fs.ls(inner, detail=False), what=f"list {path}")
-        except FileNotFoundError:
-            raise StorageError(f"{path}: no such directory") from None
-        except NbpluginsError:
-            raise
-        except Exception as exc:
-            raise StorageError(f"{path}: cannot list: {describe(exc)}") from None
+        names = self._remote(path, "list", "no such directory", lambda fs, inner: fs.ls(inner, detail=False))
         return [f"{self.scheme}://{n.split('://', 1)[-1]}" for n in names]
 
     def pretty_path(self, path: str) -> str:
