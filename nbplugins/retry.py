@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from nbplugins.errors import Cancelled, DeadlineExceeded, TransientError
+from nbplugins.errors import Cancelled, DeadlineExceeded, NbpluginsError, TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,6 +159,8 @@ def describe(exc: BaseException) -> str:
     reason alone ("Connection refused") is what a person needs.
     """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, NbpluginsError) and text:
+        return text  # our own messages are written for people already
     found = _ERRNO_TEXT.search(text)
     if found:
         return found.group(1).strip().lower()

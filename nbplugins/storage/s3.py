@@ -228,7 +228,7 @@ def _with_credentials(settings: S3Settings, prof: S3Profile, env: dict[str, str]
         if mode != "auto":
             raise ConfigError(f"{where} credentials = {mode!r} but no access key pair is set there")
     if mode == "keystone" or (mode == "auto" and prof.keystone_url and prof.project_id):
-        cred = ec2_credentials(prof, token_provider=token_provider)
+        cred = _keystone_keys(settings, prof, token_provider)
         return replace(settings, access_key_id=cred["access"], secret_access_key=cred["secret"],
                        credential_source=f"keystone EC2 credential for project {prof.project_id}")
     aws_profile = prof.aws_profile or env.get("AWS_PROFILE")
@@ -238,6 +238,10 @@ def _with_credentials(settings: S3Settings, prof: S3Profile, env: dict[str, str]
 # ----------------------------------------------------------------------------- Keystone exchange
 
 _exchange_lock = threading.Lock()
+_check_lock = threading.Lock()
+_fresh: set[str] = set()  # fingerprints of key pairs Keystone handed out in this process
+_checked: set[tuple[str, str]] = set()  # (endpoint, fingerprint) of cached pairs already checked against S3
+DEAD_KEY_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch")  # AccessDenied can be a valid key without rights
 
 
 def cache_dir() -> Path:
@@ -246,9 +250,61 @@ def cache_dir() -> Path:
     return Path(base) / "nbplugins" / "ec2"
 
 
-def _cache_file(keystone_url: str, project_id: str, subject: str) -> Path:
-    digest = hashlib.sha256(f"{keystone_url.rstrip('/')}|{project_id}|{subject}".encode()).hexdigest()[:24]
-    return cache_dir() / f"{digest}.json"
+def _cache_file(prof: S3Profile, token: Any) -> Path:
+    """The cache file of one Keystone URL, project and token subject."""
+    assert prof.keystone_url and prof.project_id
+    subject = token.claims.subject or hashlib.sha256(token.value.encode()).hexdigest()[:16]
+    key = f"{prof.keystone_url.rstrip('/')}|{prof.project_id}|{subject}"
+    return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def _fingerprint(cred: dict[str, str]) -> str:
+    return hashlib.sha256(f"{cred['access']}\0{cred['secret']}".encode()).hexdigest()
+
+
+def _keystone_keys(settings: S3Settings, prof: S3Profile, token_provider: Any) -> dict[str, str]:
+    """EC2 keys for a profile; cached ones are checked against S3 once per process and replaced if refused.
+
+    A credential deleted or revoked in OpenStack stays in the cache file; without the check
+    every later run would use it and fail until the file is removed by hand.
+    """
+    with _check_lock:
+        cred = ec2_credentials(prof, token_provider=token_provider)
+        seen = (settings.endpoint_url or "", _fingerprint(cred))
+        if seen[1] in _fresh or seen in _checked:
+            return cred
+        if not _s3_refuses(settings, cred):
+            _checked.add(seen)
+            return cred
+        forget_cached(prof, token_provider=token_provider)
+        log.info("S3 at %s refused the cached EC2 credential of project %s; asking Keystone for another",
+                 settings.endpoint_url or "AWS", prof.project_id)
+        return ec2_credentials(prof, token_provider=token_provider, refresh=True, refused=cred)
+
+
+def _s3_refuses(settings: S3Settings, cred: dict[str, str]) -> bool:
+    """True when S3 says the access key does not exist or the secret is wrong; False when fine or unknown.
+
+    One ``ListBuckets``: a server that is down, slow or answering 5xx cannot tell, and the
+    real operation reports that; ``AccessDenied`` can be a valid key without that right.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    probe = replace(settings, access_key_id=cred["access"], secret_access_key=cred["secret"], session_token=None)
+    try:
+        probe.client(connect_timeout=min(settings.connect_timeout, 5.0),
+                     read_timeout=min(settings.read_timeout, 15.0)).list_buckets()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") in DEAD_KEY_CODES:
+            return True
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        log.debug("cannot check the cached EC2 credential at %s: HTTP %s %s", settings.endpoint_url, status,
+                  error.get("Code", ""))
+    except (BotoCoreError, OSError) as exc:
+        log.debug("cannot check the cached EC2 credential at %s: %s", settings.endpoint_url,
+                  secrets.redact(describe(exc)))
+    return False
 
 
 def _keystone_retryable(exc: BaseException) -> bool:
@@ -262,13 +318,14 @@ def _keystone_retryable(exc: BaseException) -> bool:
 
 
 def ec2_credentials(prof: S3Profile, *, token_provider: Any = None, refresh: bool = False,
-                    retry: Retry | None = None) -> dict[str, str]:
+                    retry: Retry | None = None, refused: dict[str, str] | None = None) -> dict[str, str]:
     """An EC2 key pair for ``prof.project_id``: cached, else reused from Keystone, else created.
 
     The OIDC access token comes only from :mod:`nbplugins.tokens`. Keystone is asked with
     keystoneauth1's ``v3oidcaccesstoken`` plugin (identity provider, protocol, project);
     ``GET /v3/users/{id}/credentials/OS-EC2`` lists existing credentials and one for the
-    project is reused before ``POST`` creates one.
+    project is reused before ``POST`` creates one. ``refresh`` skips the cache; a listed
+    credential with the same pair as ``refused`` (S3 said it is dead) is not reused.
     """
     from nbplugins import tokens
 
@@ -276,21 +333,21 @@ def ec2_credentials(prof: S3Profile, *, token_provider: Any = None, refresh: boo
         raise ConfigError("credentials = 'keystone' needs keystone_url and project_id in the S3 profile")
     provider = token_provider or tokens.default_resolver()
     token = provider.get()
-    subject = token.claims.subject or hashlib.sha256(token.value.encode()).hexdigest()[:16]
-    path = _cache_file(prof.keystone_url, prof.project_id, subject)
+    path = _cache_file(prof, token)
     with _exchange_lock:
         if not refresh:
             cached = _read_cache(path)
             if cached is not None:
                 return cached
         try:
-            cred = _exchange(prof, token.value, retry)
+            cred = _exchange(prof, token.value, retry, refused)
         except AuthError:
             token = provider.get(force_refresh=True)
-            cred = _exchange(prof, token.value, retry)
+            cred = _exchange(prof, token.value, retry, refused)
         secrets.register(cred["access"], "EC2 access key")
         secrets.register(cred["secret"], "EC2 secret key")
         secrets.write_private(path, json.dumps({**cred, "created": time.time()}))
+        _fresh.add(_fingerprint(cred))
         return cred
 
 
@@ -299,7 +356,7 @@ def _read_cache(path: Path) -> dict[str, str] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not data.get("access") or not data.get("secret"):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data[k] for k in ("access", "secret")):
         return None
     if path.stat().st_mode & 0o077:
         log.warning("ignoring %s: readable by others", path)
@@ -309,17 +366,25 @@ def _read_cache(path: Path) -> dict[str, str] | None:
     return {"access": data["access"], "secret": data["secret"], "project_id": data.get("project_id", "")}
 
 
-def forget_cached(prof: S3Profile) -> None:
-    """Drop cached EC2 credentials of a profile (after S3 refused them)."""
-    for file in cache_dir().glob("*.json") if cache_dir().exists() else ():
-        try:
-            if json.loads(file.read_text()).get("project_id") == prof.project_id:
-                file.unlink()
-        except (OSError, ValueError):
-            continue
+def forget_cached(prof: S3Profile, *, token_provider: Any = None) -> bool:
+    """Drop the cached EC2 credential of this profile and token subject (after S3 refused it).
+
+    Only that one file: other Keystone URLs, projects and users keep theirs. True if one was there.
+    """
+    from nbplugins import tokens
+
+    if not prof.keystone_url or not prof.project_id:
+        return False
+    path = _cache_file(prof, (token_provider or tokens.default_resolver()).get())
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
-def _exchange(prof: S3Profile, access_token: str, retry: Retry | None) -> dict[str, str]:
+def _exchange(prof: S3Profile, access_token: str, retry: Retry | None,
+              refused: dict[str, str] | None = None) -> dict[str, str]:
     from keystoneauth1 import exceptions as ks_exc
     from keystoneauth1 import session as ks_session
     from keystoneauth1.identity.v3 import OidcAccessToken
@@ -349,8 +414,10 @@ def _exchange(prof: S3Profile, access_token: str, retry: Retry | None) -> dict[s
     user_id = call("authenticate and scope to the project", lambda: auth.get_user_id(sess))
     url = f"{auth_url}/users/{user_id}/credentials/OS-EC2"
     listing = call("list EC2 credentials", lambda: sess.get(url).json())
+    dead = _fingerprint(refused) if refused else None
     for cred in listing.get("credentials", []):
-        if cred.get("tenant_id") == prof.project_id and cred.get("access") and cred.get("secret"):
+        if (cred.get("tenant_id") == prof.project_id and cred.get("access") and cred.get("secret")
+                and _fingerprint(cred) != dead):
             log.info("reusing an EC2 credential of project %s", prof.project_id)
             return {"access": cred["access"], "secret": cred["secret"], "project_id": prof.project_id}
     created = call("create an EC2 credential",

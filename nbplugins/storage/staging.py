@@ -5,7 +5,8 @@ escape it), files already present with the same size and checksum are skipped, a
 move in parts on a thread pool: multipart uploads and ranged downloads, at most
 ``concurrency`` parts in flight, so memory stays near ``concurrency x part_size`` whatever
 the file size. Every part goes through :mod:`nbplugins.retry`; every file is verified
-(size, and MD5 against the server's ETag or the source manifest) and published atomically
+(size; MD5 against the server's ETag, or the XXH3-128 a manifest recorded when the set was
+published, which costs a twentieth of MD5's CPU) and published atomically
 (S3 multipart completes at once; local files are written under a temporary name and
 renamed). A directory transfer writes ``_MANIFEST.json`` (sizes and checksums) last, so a
 reader can tell a complete set from a partial one.
@@ -28,7 +29,7 @@ import queue
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,6 +100,24 @@ def part_count(size: int, part_size: int) -> int:
     return max(1, math.ceil(size / part_size))
 
 
+def hasher(name: str) -> Any:
+    """A streaming hash object: ``md5`` (S3 ETags) or ``xxh3`` (XXH3-128, manifests)."""
+    if name == "xxh3":
+        import xxhash
+
+        return xxhash.xxh3_128()
+    return hashlib.md5()
+
+
+def file_xxh3(path: str) -> str:
+    """The XXH3-128 of a local file (hex)."""
+    whole = hasher("xxh3")
+    with open(path, "rb") as handle:
+        while block := handle.read(8 * CHUNK):
+            whole.update(block)
+    return whole.hexdigest()
+
+
 def file_etags(path: str, part_size: int) -> tuple[str, str]:
     """(plain MD5, S3 multipart ETag for ``part_size``) of a local file, in one read."""
     whole = hashlib.md5()
@@ -147,8 +166,10 @@ class Entry:
     size: int
     etag: str | None = None  # expected S3-style MD5 (from the source)
     part_size: int | None = None  # part size of a multipart etag
+    xxh3: str | None = None  # expected XXH3-128 of the whole file (from the source's manifest)
     result_etag: str | None = None
     result_part_size: int | None = None
+    result_xxh3: str | None = None
     attempts: int = 0
 
 
@@ -157,6 +178,12 @@ def _clean(etag: Any) -> str | None:
         return None
     etag = etag.strip().strip('"').lower()
     return etag if all(c in "0123456789abcdef-" for c in etag) and len(etag) >= 32 else None
+
+
+def _clean_xxh3(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+        return value
+    return None
 
 
 def _safe_rel(rel: str, where: str) -> str:
@@ -337,12 +364,36 @@ _clients_lock = threading.Lock()
 
 
 def _client(loc: Location) -> Any:
-    """One thread-safe botocore client per resolved S3 location (uploads carry Content-MD5)."""
+    """The S3 client of a location: the direct wire when it can serve, else botocore (uploads carry Content-MD5)."""
+    wire = _wire(loc)
+    if wire is not None:
+        return wire  # answers the calls staging makes, without botocore
     with _clients_lock:
         client = loc.__dict__.get("_client")
         if client is None:
             client = loc.__dict__["_client"] = loc.s3.transfer_client()
         return client
+
+
+_buffers = threading.local()
+
+
+def _buffer() -> memoryview:
+    """This thread's 1 MiB scratch buffer (hashing parts without a fresh allocation per block)."""
+    buf = _buffers.__dict__.get("buf")
+    if buf is None:
+        buf = _buffers.buf = memoryview(bytearray(CHUNK))
+    return buf
+
+
+def _wire(loc: Location) -> Any:
+    """The direct body path (:mod:`nbplugins.storage.s3wire`) of an S3 location, or None for botocore's."""
+    from nbplugins.storage import s3wire
+
+    with _clients_lock:
+        if "_wire" not in loc.__dict__:
+            loc.__dict__["_wire"] = s3wire.ObjectWire(loc.s3) if s3wire.usable(loc.s3) else None
+        return loc.__dict__["_wire"]
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -351,7 +402,7 @@ def _client(loc: Location) -> Any:
 class _Job:
     """State of one file in flight: parts done, digests, destination handle."""
 
-    def __init__(self, entry: Entry, part_size: int, ordered: bool = False) -> None:
+    def __init__(self, entry: Entry, part_size: int, *, part_md5: bool = True, whole: str | None = None) -> None:
         self.entry = entry
         self.part_size = part_size
         self.parts = part_count(entry.size, part_size)
@@ -361,11 +412,15 @@ class _Job:
         self.lock = threading.Condition()
         self.handle: Any = None
         self.failed = False
-        # ordered: the source's checksum is the MD5 of the whole file, which only a sequential
-        # pass can compute; parts are hashed in order as soon as they and all before them are
-        # written (a pread from the page cache), overlapping the download, not after it.
-        self.ordered = ordered
-        self.whole = hashlib.md5() if ordered else None
+        self.part_md5 = part_md5  # MD5 of each part (Content-MD5, multipart ETags)
+        # whole: a whole-file hash ("md5" or "xxh3") is wanted. A one-part file is hashed as it
+        # moves (``inline``); a larger one is hashed in order (ordered), each part as soon as it
+        # and all before it are done, read back with a pread from the page cache, overlapping
+        # the transfer instead of following it.
+        self.whole_name = whole
+        self.ordered = whole is not None and self.parts > 1
+        self.whole = hasher(whole) if self.ordered and whole else None
+        self.inline: str | None = None
         self.hashed = 0  # parts fed to ``whole``
         self.hashing = False
         self.hash_error: BaseException | None = None
@@ -407,8 +462,10 @@ class _Job:
                 self.hashed, self.hashing = index + 1, False
                 self.lock.notify_all()
 
-    def whole_md5(self) -> str:
-        """The whole-file MD5, once every part is hashed (waits for the thread hashing the last ones)."""
+    def whole_hex(self) -> str | None:
+        """The whole-file hash (hex), once every part is hashed (waits for the thread hashing the last ones)."""
+        if not self.ordered:
+            return self.inline
         with self.lock:
             self.lock.wait_for(lambda: self.hashed >= self.parts or self.hash_error is not None)
             if self.hash_error is not None:
@@ -433,16 +490,32 @@ class _LocalSource:
         finally:
             os.close(fd)
 
+    def read_back(self, job: _Job) -> Callable[[int, int], bytes]:
+        """pread from the source file (an upload's ordered whole-file hash reads parts back from the page cache)."""
+        path = job.entry.src
+
+        def read(offset: int, length: int) -> bytes:
+            with open(path, "rb", buffering=0) as handle:
+                return os.pread(handle.fileno(), length, offset)
+
+        return read
+
 
 class _S3Source:
+    """Ranged GETs: over :mod:`s3wire` (blocks are views of a reused buffer) or botocore."""
+
     def __init__(self, loc: Location) -> None:
         self.loc = loc
         self.client = _client(loc)
+        self.wire = _wire(loc)
 
-    def read(self, path: str, offset: int, length: int) -> Iterator[bytes]:
+    def read(self, path: str, offset: int, length: int) -> Iterator[bytes | memoryview]:
         if length == 0:
             return
         bucket, key = _bucket_key(path)
+        if self.wire is not None:
+            yield from self.wire.get(bucket, key, offset, length)
+            return
         response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
         body = response["Body"]
         try:
@@ -547,6 +620,7 @@ class _S3Dest:
     def __init__(self, loc: Location, retry: Retry) -> None:
         self.loc = loc
         self.client = _client(loc)
+        self.wire = _wire(loc)
         self.retry = retry
 
     def open(self, job: _Job) -> None:
@@ -562,15 +636,28 @@ class _S3Dest:
     def write_part(self, job: _Job, index: int, data: bytes, digest: bytes) -> None:
         bucket, key = _bucket_key(job.entry.dest)
         md5 = base64.b64encode(digest).decode()
-        if job.parts == 1:
-            response = self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentMD5=md5)
+        upload = {"upload_id": job.handle, "part_number": index + 1} if job.parts > 1 else {}
+        if self.wire is not None:
+            raw = self.wire.put(bucket, key, data, md5, **upload)
+        elif upload:
+            raw = self.client.upload_part(Bucket=bucket, Key=key, UploadId=job.handle, PartNumber=index + 1,
+                                          Body=data, ContentMD5=md5).get("ETag")
         else:
-            response = self.client.upload_part(Bucket=bucket, Key=key, UploadId=job.handle,
-                                               PartNumber=index + 1, Body=data, ContentMD5=md5)
-        etag = _clean(response.get("ETag"))
+            raw = self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentMD5=md5).get("ETag")
+        self._check_etag(job, index, raw, digest)
+
+    def write_file_part(self, job: _Job, index: int, fd: int, offset: int, length: int, digest: bytes) -> None:
+        """Like :meth:`write_part`, the bytes sent from an open local file by the kernel."""
+        bucket, key = _bucket_key(job.entry.dest)
+        upload = {"upload_id": job.handle, "part_number": index + 1} if job.parts > 1 else {}
+        raw = self.wire.put_file(bucket, key, fd, offset, length, base64.b64encode(digest).decode(), **upload)
+        self._check_etag(job, index, raw, digest)
+
+    def _check_etag(self, job: _Job, index: int, raw: str | None, digest: bytes) -> None:
+        etag = _clean(raw)
         if etag and "-" not in etag and etag != digest.hex():
             raise ChecksumMismatch(f"s3://{job.entry.dest} part {index + 1}: server stored MD5 {etag}, sent {digest.hex()}")
-        job.etags[index] = response.get("ETag")
+        job.etags[index] = raw
 
     def commit(self, job: _Job) -> str | None:
         if job.parts == 1:
@@ -664,9 +751,12 @@ class _Transfer:
                 continue
             rel = _safe_rel(rel, self.src.url) if is_dir else rel
             known = manifest.get(rel)
-            if isinstance(known, dict) and known.get("size") == size and _clean(known.get("etag")):
-                etag, part = _clean(known["etag"]), known.get("part_size") or part
-            elif etag and "-" in etag and not part:
+            xxh3 = None
+            if isinstance(known, dict) and known.get("size") == size:
+                # the publisher's manifest is the reference: bytes that differ from it are an error
+                etag, part = _clean(known.get("etag")) or etag, known.get("part_size") or part
+                xxh3 = _clean_xxh3(known.get("xxh3_128"))
+            if etag and "-" in etag and not part:
                 part = guess_part_size(size, etag)
             dest = self.dest.join(rel) if dest_is_dir else self.dest.path
             if self.dest.is_local:
@@ -674,7 +764,7 @@ class _Transfer:
                 real = os.path.realpath(dest)
                 if dest_is_dir and not real.startswith(root + os.sep):
                     raise StorageError(f"{self.src.url}: path {rel!r} escapes the destination; nothing was transferred")
-            entries.append(Entry(rel, path, dest, size, etag, part))
+            entries.append(Entry(rel, path, dest, size, etag, part, xxh3))
             seen.add(rel)
         for entry in entries:  # "a" as a file and "a/b" below it cannot both exist
             parent = posixpath.dirname(entry.rel)
@@ -743,10 +833,13 @@ class _Transfer:
         if not dest_etag and isinstance(known, dict) and known.get("size") == size:
             dest_etag, dest_part = _clean(known.get("etag")), known.get("part_size")
         if self.dest.is_local:
-            if not entry.etag:
+            if entry.xxh3:
+                ok = file_xxh3(entry.dest) == entry.xxh3
+            elif not entry.etag:
                 return False
-            plain, multi = file_etags(entry.dest, entry.part_size or self.part_size)
-            ok = entry.etag in (plain, multi)
+            else:
+                plain, multi = file_etags(entry.dest, entry.part_size or self.part_size)
+                ok = entry.etag in (plain, multi)
         elif self.src.is_local and dest_etag:
             part = dest_part or guess_part_size(entry.size, dest_etag) or self.part_size
             plain, multi = file_etags(entry.src, part)
@@ -756,24 +849,34 @@ class _Transfer:
         if ok:
             entry.result_etag = dest_etag or entry.etag
             entry.result_part_size = dest_part if dest_etag and "-" in dest_etag else entry.part_size
+            entry.result_xxh3 = entry.xxh3 or (_clean_xxh3(known.get("xxh3_128")) if isinstance(known, dict) else None)
         return ok
 
     # -- tasks
 
     def _part_size_for(self, entry: Entry) -> int:
-        if self.dest.is_local and entry.etag and "-" in entry.etag and entry.part_size:
+        if self.dest.is_local and not entry.xxh3 and entry.etag and "-" in entry.etag and entry.part_size:
             return entry.part_size  # ranges aligned with the source's parts: verify per part
         size = self.part_size
         if part_count(entry.size, size) > MAX_PARTS:
             size = math.ceil(entry.size / MAX_PARTS / CHUNK) * CHUNK
         return size
 
+    def _job(self, entry: Entry) -> _Job:
+        """What to hash while moving ``entry``: MD5 per part and/or one whole-file hash."""
+        part_size = self._part_size_for(entry)
+        if not self.dest.is_local:  # uploads: Content-MD5 per part, and XXH3 of the whole for the manifest
+            return _Job(entry, part_size, whole="xxh3" if self.src.is_local else None)
+        if entry.xxh3:
+            return _Job(entry, part_size, part_md5=False, whole="xxh3")
+        if entry.etag and "-" not in entry.etag and entry.size > part_size:
+            return _Job(entry, part_size, part_md5=False, whole="md5")
+        return _Job(entry, part_size)
+
     def start(self, entry: Entry) -> list[Callable[[], Any]]:
         if not self.writer.parallel:
             return [lambda: self.sequential(entry)]
-        part_size = self._part_size_for(entry)
-        ordered = bool(self.dest.is_local and entry.etag and "-" not in entry.etag and entry.size > part_size)
-        job = _Job(entry, part_size, ordered)
+        job = self._job(entry)
         self.writer.open(job)
         self.jobs.add(job)
         if job.parts == 1:  # small file: open, move, verify, publish in one task (no hop via the driver)
@@ -786,48 +889,90 @@ class _Transfer:
         offset, length = job.part_range(index)
         entry = job.entry
         what = f"{entry.rel} part {index + 1}/{job.parts}" if job.parts > 1 else entry.rel
+        inline = job.whole_name if job.parts == 1 else None
 
         def attempt() -> bytes:
+            if self.writer.needs_bytes and self.src.is_local and self.writer.wire is not None:
+                return self._send_range(job, index, offset, length, inline)
             if self.writer.needs_bytes:
-                blocks = list(self.reader.read(entry.src, offset, length))
+                blocks = [b if isinstance(b, bytes) else bytes(b) for b in self.reader.read(entry.src, offset, length)]
                 data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
                 if len(data) != length:
                     raise TransientError(f"{what}: read {len(data)} of {length} bytes")
                 digest = hashlib.md5(data).digest()
+                if inline:
+                    whole = hasher(inline)
+                    whole.update(data)
+                    job.inline = whole.hexdigest()
                 self.writer.write_part(job, index, data, digest)
                 return digest
-            md5 = None if job.ordered else hashlib.md5()  # ordered: the whole-file MD5 is all that is checked
+            md5 = hashlib.md5() if job.part_md5 else None
+            whole = hasher(inline) if inline else None
             pos = offset
             for block in self.reader.read(entry.src, offset, length):
                 self.writer.write_at(job, pos, block)
                 if md5 is not None:
                     md5.update(block)
+                if whole is not None:
+                    whole.update(block)
                 pos += len(block)
             if pos != offset + length:
                 raise TransientError(f"{what}: read {pos - offset} of {length} bytes")
+            if whole is not None:
+                job.inline = whole.hexdigest()
             return md5.digest() if md5 is not None else b""
 
         digest = self._call(attempt, what)
         self.emit(Event("bytes", entry.rel, length))
         last = job.mark(index, digest)
         if job.ordered:
+            side = self.writer if self.dest.is_local else self.reader
             try:
-                job.advance(self.writer.read_back(job))
+                job.advance(side.read_back(job))
             except OSError as exc:
-                raise StorageError(f"{entry.dest}: cannot read back the temporary file: {exc.strerror or exc}") from None
+                where = entry.dest if self.dest.is_local else entry.src
+                raise StorageError(f"{where}: cannot read back for the checksum: {exc.strerror or exc}") from None
         if last:
             return self.finish(job)
         return []
 
+    def _send_range(self, job: _Job, index: int, offset: int, length: int, inline: str | None) -> bytes:
+        """Hash a local file's part through one reused buffer, then let the kernel send it (no copy held)."""
+        buf = _buffer()
+        md5 = hashlib.md5()
+        whole = hasher(inline) if inline else None
+        fd = os.open(job.entry.src, os.O_RDONLY)
+        try:
+            pos, end = offset, offset + length
+            while pos < end:
+                n = os.preadv(fd, [buf[:min(len(buf), end - pos)]], pos)
+                if not n:
+                    raise StorageError(f"{job.entry.src}: file shrank while it was being sent")
+                md5.update(buf[:n])
+                if whole is not None:
+                    whole.update(buf[:n])
+                pos += n
+            digest = md5.digest()
+            self.writer.write_file_part(job, index, fd, offset, length, digest)
+        finally:
+            os.close(fd)
+        if whole is not None:
+            job.inline = whole.hexdigest()
+        return digest
+
     def finish(self, job: _Job) -> list[Callable[[], Any]]:
         entry = job.entry
-        digests = [d for d in job.digests if d is not None]
-        sent = job.whole_md5() if job.ordered else etag_of(digests)
+        whole = job.whole_hex()
+        digests = [d for d in job.digests if d] if job.part_md5 else []
+        sent = whole if job.whole_name == "md5" else etag_of(digests) if digests else None
+        if job.whole_name == "xxh3" and entry.xxh3 and whole != entry.xxh3:
+            return self._mismatch(job, f"{entry.rel}: XXH3-128 {whole}, the source's manifest says {entry.xxh3}")
         got: str | None = None
-        if entry.etag and "-" in entry.etag:
-            got = sent if entry.part_size == job.part_size else None
+        if entry.etag and "-" in entry.etag:  # (a one-part multipart upload's ETag is "...-1" too)
+            got = (f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+                   if digests and entry.part_size == job.part_size else None)
         elif entry.etag:
-            got = sent if job.ordered or job.parts == 1 else None
+            got = sent if sent and "-" not in sent else None
         if got is not None and got != entry.etag:
             return self._mismatch(job, f"{entry.rel}: MD5 {got}, source says {entry.etag}")
         if self.dest.is_local:
@@ -836,8 +981,11 @@ class _Transfer:
             final = self.writer.commit(job)
             if final and "-" in final and final != sent:
                 raise StorageError(f"s3://{entry.dest}: server ETag {final}, expected {sent}")
-        entry.result_etag = sent
-        entry.result_part_size = job.part_size if job.parts > 1 and not job.ordered else None
+        entry.result_etag = sent or entry.etag
+        entry.result_part_size = (job.part_size if sent and "-" in sent
+                                  else entry.part_size if entry.result_etag and "-" in entry.result_etag else None)
+        # XXH3 computed here, or the source's when an MD5 check proved the bytes are the source's
+        entry.result_xxh3 = whole if job.whole_name == "xxh3" else entry.xxh3 if got is not None else None
         self.jobs.discard(job)
         self.finished.append(entry)
         self.emit(Event("file", entry.rel, entry.size, 1))
@@ -859,9 +1007,9 @@ class _Transfer:
         tmp = self.writer.tmp_name(entry.dest)
         job = _Job(entry, self.part_size)
 
-        def attempt() -> str:
+        def attempt() -> tuple[str, str]:
             job.handle = tmp
-            md5 = hashlib.md5()
+            md5, whole = hashlib.md5(), hasher("xxh3")
             digests = []
             parent = posixpath.dirname(entry.dest)
             if parent:
@@ -875,20 +1023,24 @@ class _Transfer:
                         out.write(block)
                         md5.update(block)
                         part.update(block)
+                        whole.update(block)
                     digests.append(part.digest())
             size = fs.info(tmp).get("size")
             if size != entry.size:
                 raise ChecksumMismatch(f"{entry.rel}: wrote {size} bytes, expected {entry.size}")
             plain, multi = md5.hexdigest(), etag_of(digests)
+            if entry.xxh3 and whole.hexdigest() != entry.xxh3:
+                raise ChecksumMismatch(f"{entry.rel}: XXH3-128 {whole.hexdigest()}, the source's manifest says "
+                                       f"{entry.xxh3}")
             if entry.etag and entry.etag not in (plain, multi) and not (
                     "-" in entry.etag and entry.part_size != job.part_size):
                 raise ChecksumMismatch(f"{entry.rel}: MD5 {plain}, source says {entry.etag}")
             fs.mv(tmp, entry.dest)
             job.handle = None
-            return multi
+            return multi, whole.hexdigest()
 
         try:
-            entry.result_etag = self._call(attempt, entry.rel)
+            entry.result_etag, entry.result_xxh3 = self._call(attempt, entry.rel)
         except BaseException:
             self.writer.abort(job)
             raise
@@ -932,39 +1084,57 @@ class _Transfer:
             yield Event("skip", entry.rel, entry.size, 1)
         self.jobs: set[_Job] = set()
         self.finished: list[Entry] = list(skipped)
-        ready: deque[Callable[[], Any]] = deque()
+        ready: dict[str, deque[Callable[[], Any]]] = {}  # parts waiting, by file
         files = deque(todo)
-        inflight = 0
+        inflight: Counter[str] = Counter()  # tasks running, by file
         error: BaseException | None = None
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="nbp-staging")
+        # an upload's parts take at most a quarter of the slots while other files wait: a server
+        # that ingests a multipart upload as one ordered stream (rclone) keeps the rest busy
+        per_file = self.concurrency if self.dest.is_local else max(2, self.concurrency // 4)
 
-        def wrap(task: Callable[[], Any]) -> None:
+        def wrap(tag: str, task: Callable[[], Any]) -> None:
             try:
-                self.events.put(("ok", task() or []))
+                self.events.put(("ok", (tag, task() or [])))
             except BaseException as exc:  # noqa: BLE001 - handed to the driver
-                self.events.put(("error", exc))
+                self.events.put(("error", (tag, exc)))
+
+        def pick() -> tuple[str, Callable[[], Any]] | None:
+            for tag, waiting in ready.items():
+                if inflight[tag] < per_file or not files:
+                    task = waiting.popleft()
+                    if not waiting:
+                        del ready[tag]
+                    return tag, task
+            if files:
+                entry = files.popleft()
+                return entry.rel, lambda: self.start(entry)
+            return None
 
         try:
             while True:
-                while error is None and inflight < self.concurrency and (ready or files):
-                    task = ready.popleft() if ready else (lambda e=files.popleft(): self.start(e))
-                    pool.submit(wrap, task)
-                    inflight += 1
-                if inflight == 0:
+                while error is None and sum(inflight.values()) < self.concurrency:
+                    chosen = pick()
+                    if chosen is None:
+                        break
+                    pool.submit(wrap, *chosen)
+                    inflight[chosen[0]] += 1
+                if not +inflight:
                     break
                 kind, payload = self.events.get()
                 if kind == "event":
                     if payload.kind == "bytes" and payload.size < 0:
                         total += -payload.size
                     yield payload
-                elif kind == "ok":
-                    inflight -= 1
-                    ready.extend(payload)
-                else:
-                    inflight -= 1
-                    if error is None:
-                        error = payload
-                        self.cancel.set()
+                    continue
+                tag, result = payload
+                inflight[tag] -= 1
+                if kind == "ok":
+                    if result:
+                        ready.setdefault(tag, deque()).extend(result)
+                elif error is None:
+                    error = result
+                    self.cancel.set()
             while not self.events.empty():
                 kind, payload = self.events.get_nowait()
                 if kind == "event":
@@ -990,12 +1160,18 @@ class _Transfer:
             for job in list(self.jobs):
                 self.writer.abort(job)
             self.jobs.clear()
+            for loc in (self.src, self.dest):
+                wire = loc.__dict__.get("_wire")
+                if wire is not None:
+                    wire.close()
 
     def _write_manifest(self, entries: list[Entry]) -> str:
-        files = {e.rel: {"size": e.size, "etag": e.result_etag, "part_size": e.result_part_size}
+        files = {e.rel: {"size": e.size, "etag": e.result_etag, "part_size": e.result_part_size,
+                         **({"xxh3_128": e.result_xxh3} if e.result_xxh3 else {})}
                  for e in sorted(entries, key=lambda e: e.rel)}
         body = json.dumps({"format": MANIFEST_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "checksum": "S3 ETag: MD5 of the file, or MD5 of part MD5s + '-N' for part_size parts",
+                           "checksum": "etag: S3 ETag (MD5 of the file, or MD5 of part MD5s + '-N' for part_size "
+                                       "parts); xxh3_128: XXH3-128 of the whole file",
                            "files": files}, indent=1, sort_keys=True).encode()
         path = self.dest.join(MANIFEST)
         if self.dest.is_local:
