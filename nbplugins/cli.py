@@ -182,7 +182,7 @@ def data() -> None:
     """Move data between the local disk, S3 and Onedata: verified, atomic, resumable."""
 
 
-def _data_command(name: str, summary: str):  # noqa: ANN202 - click decorator factory
+def _data_command(name: str, summary: str, *, mirror: bool = False):  # noqa: ANN202 - click decorator factory
     @data.command(name, help=summary)
     @click.argument("src")
     @click.argument("dest")
@@ -194,24 +194,29 @@ def _data_command(name: str, summary: str):  # noqa: ANN202 - click decorator fa
     @click.option("--no-manifest", is_flag=True, help="Do not write _MANIFEST.json for a directory.")
     @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
     def command(src: str, dest: str, profile: str | None, src_profile: str | None, dest_profile: str | None,
-                concurrency: int | None, part_size: int | None, no_manifest: bool, quiet: bool) -> None:
+                concurrency: int | None, part_size: int | None, no_manifest: bool, quiet: bool,
+                delete: bool = False) -> None:
         from nbplugins.storage import staging
 
         events = getattr(staging, name)(
             src, dest, profile=profile, src_profile=src_profile, dest_profile=dest_profile,
             concurrency=concurrency, part_size=part_size * 2**20 if part_size else None,
-            manifest=not no_manifest)
+            manifest=not no_manifest, **({"delete": True} if delete else {}))
         result = staging.run(events, progress=not quiet, out=sys.stderr)
         click.echo(f"{result.files} files, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s "
                    f"({result.rate / 2**20:.1f} MiB/s); {result.skipped} already there"
+                   + (f"; {result.deleted} deleted" if delete else "")
                    + (f"; manifest {result.manifest}" if result.manifest else ""))
 
+    if mirror:
+        click.option("--delete", is_flag=True,
+                     help="Then delete files in DEST that SRC does not have (DEST mirrors SRC).")(command)
     return command
 
 
 _data_command("get", "Download SRC (s3://, onedata://) to the local path DEST.")
 _data_command("put", "Upload the local file or directory SRC to DEST (s3://, onedata://).")
-_data_command("sync", "Copy what differs from SRC to DEST (any two storage URLs or paths).")
+_data_command("sync", "Copy what differs from SRC to DEST (any two storage URLs or paths).", mirror=True)
 
 
 # --- pipeline

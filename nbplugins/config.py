@@ -136,6 +136,12 @@ class Config:
     source: str = field(default="defaults", compare=False)
 
 
+def cache_root() -> Path:
+    """Where nbplugins keeps what it can rebuild (exchanged keys, upload state): ``$XDG_CACHE_HOME/nbplugins``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nbplugins"
+
+
 def config_path() -> Path:
     """The config file nbplugins reads: ``$NBPLUGINS_CONFIG`` or the XDG default."""
     explicit = os.environ.get("NBPLUGINS_CONFIG")

@@ -23,6 +23,7 @@ def isolated(tmp_path, monkeypatch) -> Iterator[None]:
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)  # caches go under the test's HOME
     for name in list(__import__("os").environ):
         if name.startswith(("NBPLUGINS_", "OIDC_", "FEDCLOUD_", "AWS_", "ONEDATA_", "OSCAR_")):
             monkeypatch.delenv(name, raising=False)

@@ -245,9 +245,8 @@ DEAD_KEY_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch")  # AccessDenied
 
 
 def cache_dir() -> Path:
-    """Where exchanged EC2 credentials are cached (0600 files): ``$XDG_CACHE_HOME/nbplugins``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "nbplugins" / "ec2"
+    """Where exchanged EC2 credentials are cached (0600 files): ``$XDG_CACHE_HOME/nbplugins/ec2``."""
+    return config_mod.cache_root() / "ec2"
 
 
 def _cache_file(prof: S3Profile, token: Any) -> Path:

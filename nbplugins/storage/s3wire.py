@@ -203,6 +203,9 @@ class ObjectWire:
                     conn.endheaders(body)
                 return host, conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                early = _early_answer(conn) if body is not None else None
+                if early is not None:  # refused mid-body (wrong keys, no bucket): the answer says why
+                    return host, early
                 self._drop(host)
                 if not reused or attempt:  # a kept-alive socket the server closed: once more on a new one
                     raise exc
@@ -356,6 +359,22 @@ class ObjectWire:
                              {"content-md5": md5, "content-type": "application/xml"}, body)
         return {"ETag": _strip_ns(ET.fromstring(data)).findtext("ETag") or ""}
 
+    def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        self._call("DELETE", "DeleteObject", Bucket, Key, ok=(200, 204))
+        return {}
+
+    def list_parts(self, *, Bucket: str, Key: str, UploadId: str,  # noqa: N803
+                   PartNumberMarker: int | None = None) -> dict[str, Any]:
+        query = {"uploadId": UploadId, **({"part-number-marker": str(PartNumberMarker)} if PartNumberMarker else {})}
+        _, data = self._call("GET", "ListParts", Bucket, Key, query)
+        root = _strip_ns(ET.fromstring(data))
+        parts = [{"PartNumber": int(p.findtext("PartNumber") or 0), "ETag": p.findtext("ETag") or "",
+                  "Size": int(p.findtext("Size") or 0)} for p in root.iter("Part")]
+        out: dict[str, Any] = {"Parts": parts, "IsTruncated": (root.findtext("IsTruncated") or "").lower() == "true"}
+        if root.findtext("NextPartNumberMarker"):
+            out["NextPartNumberMarker"] = int(root.findtext("NextPartNumberMarker") or 0)
+        return out
+
     def abort_multipart_upload(self, *, Bucket: str, Key: str, UploadId: str) -> dict[str, Any]:  # noqa: N803
         self._call("DELETE", "AbortMultipartUpload", Bucket, Key, {"uploadId": UploadId}, ok=(200, 204))
         return {}
@@ -376,6 +395,15 @@ def _strip_ns(root: ET.Element) -> ET.Element:
 
 def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _early_answer(conn: http.client.HTTPConnection) -> http.client.HTTPResponse | None:
+    """The error a server sent before it stopped reading our body, if it is still readable."""
+    try:
+        response = conn.getresponse()
+    except Exception:  # noqa: BLE001 - nothing readable: the caller reports the send error
+        return None
+    return response if response.status >= 300 else None
 
 
 def _sendfile(conn: http.client.HTTPConnection, body: _FileRange) -> None:

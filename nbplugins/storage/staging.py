@@ -60,7 +60,8 @@ class Event:
 
     ``kind``: ``plan`` (totals known), ``skip`` (already at the destination), ``bytes``
     (``size`` bytes moved), ``file`` (one file published and verified), ``retry`` (a
-    checksum mismatch re-sent a file), ``manifest`` (manifest written), ``done`` (totals).
+    checksum mismatch re-sent a file), ``delete`` (a file the source does not have, removed
+    by a mirroring sync), ``manifest`` (manifest written), ``done`` (totals).
     """
 
     kind: str
@@ -78,6 +79,7 @@ class Summary:
     bytes: int = 0
     skipped: int = 0
     skipped_bytes: int = 0
+    deleted: int = 0
     seconds: float = 0.0
     manifest: str | None = None
 
@@ -421,6 +423,7 @@ class _Job:
         self.ordered = whole is not None and self.parts > 1
         self.whole = hasher(whole) if self.ordered and whole else None
         self.inline: str | None = None
+        self.resumed: dict[int, str] = {}  # part number -> ETag already on the server (a resumed upload)
         self.hashed = 0  # parts fed to ``whole``
         self.hashing = False
         self.hash_error: BaseException | None = None
@@ -612,7 +615,14 @@ def _disk_error(path: str, exc: OSError) -> StorageError:
 
 
 class _S3Dest:
-    """Single PUT for one part, multipart upload otherwise; both atomic at the final key."""
+    """Single PUT for one part, multipart upload otherwise; both atomic at the final key.
+
+    A multipart upload from a local file is resumable: its upload id is kept in a 0600 state
+    file until it completes. When a run stops (Ctrl-C, a killed server, a network gone past
+    the deadline), the parts already sent stay on the server; the next run of the same file
+    (same size, mtime and part size) lists them and sends only the parts whose MD5 differs.
+    An upload whose source changed is aborted and started again.
+    """
 
     parallel = True
     needs_bytes = True
@@ -627,13 +637,92 @@ class _S3Dest:
         if job.parts == 1:
             return
         bucket, key = _bucket_key(job.entry.dest)
+        if self._resume(job, bucket, key):
+            return
         response = _s3_call(
             lambda: self.client.create_multipart_upload(
                 Bucket=bucket, Key=key, Metadata={META_PART_SIZE: str(job.part_size)}),
             f"start upload of s3://{job.entry.dest}", self.retry)
         job.handle = response["UploadId"]
+        source = self._source_stamp(job)
+        if source is not None:
+            from nbplugins import secrets
+
+            secrets.write_private(self._state_path(job), json.dumps(
+                {"upload_id": job.handle, "part_size": job.part_size, **source}))
+
+    # -- resumable uploads
+
+    def _state_path(self, job: _Job) -> str:
+        from nbplugins import config
+
+        where = f"{self.loc.s3.endpoint_url or 'aws'}|{job.entry.dest}"
+        return str(config.cache_root() / "uploads" / f"{hashlib.sha256(where.encode()).hexdigest()[:32]}.json")
+
+    @staticmethod
+    def _source_stamp(job: _Job) -> dict[str, Any] | None:
+        """What identifies the source file's content cheaply (local files only)."""
+        try:
+            st = os.stat(job.entry.src)
+        except (OSError, TypeError):
+            return None
+        return {"src": os.path.realpath(job.entry.src), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def _resume(self, job: _Job, bucket: str, key: str) -> bool:
+        """Take over an earlier run's upload of this very file, if there is one; True if taken."""
+        path = self._state_path(job)
+        try:
+            with open(path) as handle:
+                state = json.load(handle)
+        except (OSError, ValueError):
+            return False
+        stamp = self._source_stamp(job)
+        upload_id = state.get("upload_id") if isinstance(state, dict) else None
+        same = (stamp is not None and isinstance(upload_id, str) and state.get("part_size") == job.part_size
+                and all(state.get(k) == v for k, v in stamp.items()))
+        if same:
+            try:
+                job.resumed = self._uploaded_parts(bucket, key, upload_id)
+                job.handle = upload_id
+                log.info("resuming the upload of %s: %d of %d parts already there", job.entry.rel,
+                         len(job.resumed), job.parts)
+                return True
+            except Exception as exc:  # noqa: BLE001 - gone or refused: start a new upload
+                log.info("cannot resume the upload of %s (%s); starting again", job.entry.rel, describe(exc))
+        elif isinstance(upload_id, str):
+            with contextlib.suppress(Exception):  # the file changed: its old parts are of no use
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return False
+
+    def _uploaded_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, str]:
+        parts: dict[int, str] = {}
+        marker: int | None = None
+        while True:
+            page = self.retry.call(lambda m=marker: self.client.list_parts(
+                Bucket=bucket, Key=key, UploadId=upload_id, **({"PartNumberMarker": m} if m else {})),
+                what=f"list uploaded parts of s3://{bucket}/{key}")
+            parts.update((p["PartNumber"], p["ETag"]) for p in page.get("Parts", []))
+            marker = page.get("NextPartNumberMarker")
+            if not page.get("IsTruncated") or not marker:
+                return parts
+
+    def _already_there(self, job: _Job, index: int, digest: bytes) -> bool:
+        """True when a resumed upload already holds this part with this MD5 (then it is not sent)."""
+        raw = job.resumed.get(index + 1)
+        if raw and _clean(raw) == digest.hex():
+            job.etags[index] = raw
+            return True
+        return False
+
+    def _forget(self, job: _Job) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._state_path(job))
 
     def write_part(self, job: _Job, index: int, data: bytes, digest: bytes) -> None:
+        if self._already_there(job, index, digest):
+            return
         bucket, key = _bucket_key(job.entry.dest)
         md5 = base64.b64encode(digest).decode()
         upload = {"upload_id": job.handle, "part_number": index + 1} if job.parts > 1 else {}
@@ -648,6 +737,8 @@ class _S3Dest:
 
     def write_file_part(self, job: _Job, index: int, fd: int, offset: int, length: int, digest: bytes) -> None:
         """Like :meth:`write_part`, the bytes sent from an open local file by the kernel."""
+        if self._already_there(job, index, digest):
+            return
         bucket, key = _bucket_key(job.entry.dest)
         upload = {"upload_id": job.handle, "part_number": index + 1} if job.parts > 1 else {}
         raw = self.wire.put_file(bucket, key, fd, offset, length, base64.b64encode(digest).decode(), **upload)
@@ -669,6 +760,7 @@ class _S3Dest:
                                                           MultipartUpload={"Parts": parts}),
             f"complete upload of s3://{job.entry.dest}", self.retry)
         job.handle = None
+        self._forget(job)
         return _clean(response.get("ETag"))
 
     def abort(self, job: _Job) -> None:
@@ -677,6 +769,14 @@ class _S3Dest:
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=job.handle)
             job.handle = None
+            self._forget(job)
+
+    def release(self, job: _Job) -> None:
+        """Leave an unfinished upload for the next run when it can resume it, else abort it."""
+        if job.handle and job.parts > 1 and os.path.exists(self._state_path(job)):
+            job.handle = None
+            return
+        self.abort(job)
 
     def write_manifest(self, path: str, body: bytes) -> None:
         bucket, key = _bucket_key(path)
@@ -718,8 +818,10 @@ class _Transfer:
     """Plans and runs one transfer as a generator of events."""
 
     def __init__(self, src: Location, dest: Location, *, concurrency: int | None, part_size: int | None,
-                 retry: Retry | None, cancel: threading.Event | None, write_manifest: bool) -> None:
+                 retry: Retry | None, cancel: threading.Event | None, write_manifest: bool,
+                 delete: bool = False) -> None:
         self.src, self.dest = src, dest
+        self.delete = delete
         s3 = dest.s3 or src.s3
         self.concurrency = concurrency or (s3.concurrency if s3 else 8)
         self.part_size = part_size or (s3.part_size if s3 else 16 * CHUNK)
@@ -822,6 +924,27 @@ class _Transfer:
                 if info.get("type") != "directory":
                     out[e.dest] = (info.get("size"), _clean(info.get("ETag") or info.get("etag")), None)
         return out
+
+    def extras(self, entries: list[Entry], have: dict[str, Any]) -> list[str]:
+        """Files under the destination that the source does not have (what a mirroring sync deletes)."""
+        keep = {e.dest for e in entries} | {self.dest.join(MANIFEST)}
+        if self.dest.is_local:
+            found = [os.path.join(root, name) for root, _, names in os.walk(self.dest.path) for name in names]
+        elif self.dest.scheme == "s3":
+            found = list(have)
+        else:
+            found = [p for p, item in self.dest.fs.find(self.dest.path, detail=True).items()
+                     if item.get("type") != "directory"]
+        return sorted(p for p in found if p not in keep and TMP_MARK not in p)
+
+    def remove(self, path: str) -> None:
+        if self.dest.is_local:
+            os.unlink(path)
+        elif self.dest.scheme == "s3":
+            bucket, key = _bucket_key(path)
+            _client(self.dest).delete_object(Bucket=bucket, Key=key)
+        else:
+            self.dest.fs.rm_file(path)
 
     def unchanged(self, entry: Entry, have: tuple[int, str | None, int | None] | None,
                   dest_manifest: dict[str, Any]) -> bool:
@@ -1070,6 +1193,8 @@ class _Transfer:
     def run(self) -> Iterator[Event]:
         started = time.monotonic()
         entries, is_dir = self.plan()
+        if self.delete and not is_dir:
+            raise StorageError(f"{self.src.url}: --delete mirrors a directory; the source is a single file")
         have = self.existing(entries)
         dest_manifest = _read_manifest(self.dest, self.retry) if is_dir and have else {}
         todo, skipped = [], []
@@ -1141,6 +1266,10 @@ class _Transfer:
                     yield payload
             if error is not None:
                 raise error
+            if self.delete:
+                for path in self.extras(entries, have):
+                    self._call(lambda p=path: self.remove(p), f"delete {self.dest.url_of(path)}")
+                    yield Event("delete", path)
             manifest_path = None
             if is_dir and self.write_manifest_file:
                 manifest_path = self._write_manifest(self.finished)
@@ -1158,7 +1287,7 @@ class _Transfer:
             self.cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)
             for job in list(self.jobs):
-                self.writer.abort(job)
+                getattr(self.writer, "release", self.writer.abort)(job)
             self.jobs.clear()
             for loc in (self.src, self.dest):
                 wire = loc.__dict__.get("_wire")
@@ -1205,12 +1334,16 @@ def _retryable(exc: BaseException) -> bool:
 def transfer(src: str, dest: str, *, profile: str | None = None, src_profile: str | None = None,
              dest_profile: str | None = None, concurrency: int | None = None, part_size: int | None = None,
              retry: Retry | None = None, cancel: threading.Event | None = None,
-             manifest: bool = True) -> Iterator[Event]:
-    """Copy a file or a directory tree from ``src`` to ``dest`` (any two storage URLs)."""
+             manifest: bool = True, delete: bool = False) -> Iterator[Event]:
+    """Copy a file or a directory tree from ``src`` to ``dest`` (any two storage URLs).
+
+    ``delete``: afterwards, remove the files under ``dest`` that ``src`` does not have, so
+    ``dest`` mirrors ``src`` (only once every file arrived; a failed transfer deletes nothing).
+    """
     src_loc = storage.locate(src, src_profile or profile)
     dest_loc = storage.locate(dest, dest_profile or profile)
     job = _Transfer(src_loc, dest_loc, concurrency=concurrency, part_size=part_size, retry=retry,
-                    cancel=cancel, write_manifest=manifest)
+                    cancel=cancel, write_manifest=manifest, delete=delete)
     return job.run()
 
 
@@ -1263,6 +1396,8 @@ def run(events: Iterator[Event], *, progress: bool = True, out: Any = None) -> S
                 summary.skipped_bytes += event.size
             elif event.kind == "retry":
                 log.warning("%s", event.message)
+            elif event.kind == "delete":
+                summary.deleted += 1
             elif event.kind == "manifest":
                 summary.manifest = event.message
     finally:

@@ -233,3 +233,22 @@ def test_uploads_and_downloads_record_and_check_xxh3_in_the_manifest(s3_env, buc
     with pytest.raises(Exception, match="small.bin: XXH3-128 .* says .*gave up after 3 attempts"):
         staging.run(staging.get(f"s3://{bucket}/x/", str(tmp_path / "again")), progress=False)
     assert not (tmp_path / "again" / "small.bin").exists()
+
+
+def test_a_refusal_sent_while_the_body_is_still_going_is_reported_not_a_broken_pipe(s3_env, bucket, tmp_path,
+                                                                                    canary):
+    """A server that answers 403 and stops reading a 20 MiB body: its answer, not the reset, is the error."""
+    settings = s3.resolve()
+    bad = s3wire.ObjectWire(s3.S3Settings(**{**settings.__dict__, "secret_access_key": canary}))
+    data = os.urandom(20 * MiB)
+    (tmp_path / "big").write_bytes(data)
+    fd = os.open(tmp_path / "big", os.O_RDONLY)
+    try:
+        for send in (lambda: bad.put(bucket, "big", data, md5_b64(data)),
+                     lambda: bad.put_file(bucket, "big", fd, 0, len(data), md5_b64(data))):
+            with pytest.raises(s3wire.S3Error) as info:
+                send()
+            assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    finally:
+        os.close(fd)
+        bad.close()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import resource
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,100 @@ def test_folders_listed_in_parallel_miss_nothing_even_those_missing_from_the_man
                      "zz.txt": hashlib.sha256(b"top").hexdigest()})
     got = run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
     assert got.files == len(expected) and tree_hashes(tmp_path / "out") == expected
+
+
+# ----------------------------------------------------------------------------- mirroring sync
+
+
+def test_sync_delete_makes_the_destination_mirror_the_source_both_ways(s3_env, bucket, rclone, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, big=6 * MiB, small=4)
+    run(staging.put(str(src), f"s3://{bucket}/m/", part_size=PART))
+    (src / "sub" / "f1.dat").unlink()
+    (src / "new.txt").write_text("new")
+    done = cli("data", "sync", "-q", "--delete", str(src), f"s3://{bucket}/m/", env=s3_env)
+    assert done.returncode == 0, done.stderr
+    assert "1 deleted" in done.stdout and "1 files" in done.stdout
+    served = Path(str(rclone.extra["root"])) / bucket / "m"
+    assert tree_hashes(served) == tree_hashes(src)
+    manifest = json.loads((served / staging.MANIFEST).read_text())["files"]
+    assert "sub/f1.dat" not in manifest and "new.txt" in manifest
+    # and back: a local mirror loses what the bucket does not have, but not another run's temp files
+    out = tmp_path / "out"
+    run(staging.get(f"s3://{bucket}/m/", str(out)))
+    (out / "stray.bin").write_bytes(b"not in the bucket")
+    (out / f".x.bin{staging.TMP_MARK}1234abcd").write_bytes(b"another run's part")
+    summary = run(staging.sync(f"s3://{bucket}/m/", str(out), delete=True))
+    assert summary.deleted == 1 and not (out / "stray.bin").exists()
+    assert (out / f".x.bin{staging.TMP_MARK}1234abcd").exists()
+    assert tree_hashes(out) == {**tree_hashes(src), f".x.bin{staging.TMP_MARK}1234abcd": hashlib.sha256(
+        b"another run's part").hexdigest()}
+
+
+def test_sync_delete_deletes_nothing_when_the_transfer_fails_or_the_source_is_one_file(s3_env, bucket, rclone,
+                                                                                      tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, big=1 * MiB, small=2)
+    run(staging.put(str(src), f"s3://{bucket}/f/"))
+    out = tmp_path / "out"
+    run(staging.get(f"s3://{bucket}/f/", str(out)))
+    (out / "keep-me.txt").write_text("local only")
+    served = Path(str(rclone.extra["root"])) / bucket / "f" / "big.bin"
+    rotten = bytearray(served.read_bytes())
+    rotten[3] ^= 1
+    served.write_bytes(bytes(rotten))
+    (out / "big.bin").unlink()
+    with pytest.raises(StorageError, match="big.bin"):
+        run(staging.sync(f"s3://{bucket}/f/", str(out), delete=True))
+    assert (out / "keep-me.txt").exists()
+    with pytest.raises(StorageError, match="--delete mirrors a directory"):
+        run(staging.sync(str(src / "empty.txt"), str(out / "empty.txt"), delete=True))
+    assert (out / "keep-me.txt").exists()
+
+
+# ----------------------------------------------------------------------------- resumable multipart uploads
+
+
+def _interrupt_after_parts(events, rel: str, parts: int) -> None:
+    seen = 0
+    for event in events:
+        if event.kind == "bytes" and event.path == rel:
+            seen += 1
+            if seen == parts:
+                break
+    events.close()  # Ctrl-C, or the hub culling the server
+
+
+def test_an_interrupted_multipart_upload_resumes_sending_only_the_missing_parts(proxy, bucket, rclone, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = tmp_path / "big.bin"
+    data = os.urandom(6 * PART)
+    src.write_bytes(data)
+    _interrupt_after_parts(staging.put(str(src), f"s3://{bucket}/r/big.bin", part_size=PART, concurrency=1),
+                           "big.bin", 3)
+    (state,) = (tmp_path / "cache" / "nbplugins" / "uploads").glob("*.json")
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    served = Path(str(rclone.extra["root"])) / bucket / "r" / "big.bin"
+    assert not served.exists()  # nothing under the final key until the upload completes
+    proxy.requests.clear()
+    run(staging.put(str(src), f"s3://{bucket}/r/big.bin", part_size=PART))
+    assert proxy.count("PUT", "partNumber=") == 3 and proxy.count("POST", "uploads") == 0
+    assert served.read_bytes() == data and not state.exists()
+
+
+def test_a_source_changed_since_the_interruption_is_uploaded_again_whole(proxy, bucket, rclone, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(4 * PART))
+    _interrupt_after_parts(staging.put(str(src), f"s3://{bucket}/c/big.bin", part_size=PART, concurrency=1),
+                           "big.bin", 2)
+    changed = os.urandom(4 * PART)
+    src.write_bytes(changed)
+    os.utime(src, ns=(1, 10**18))
+    proxy.requests.clear()
+    run(staging.put(str(src), f"s3://{bucket}/c/big.bin", part_size=PART))
+    assert proxy.count("PUT", "partNumber=") == 4 and proxy.count("DELETE", "uploadId=") == 1
+    assert (Path(str(rclone.extra["root"])) / bucket / "c" / "big.bin").read_bytes() == changed
+    assert not list((tmp_path / "cache" / "nbplugins" / "uploads").glob("*.json"))
