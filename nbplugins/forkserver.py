@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.provisioning import LocalProvisioner
+from jupyter_core.paths import jupyter_path
+from traitlets import default
 
 PROVISIONER = "nbplugins-fork"
 LAUNCHER = ["-m", "ipykernel_launcher"]
@@ -221,7 +223,20 @@ def interpreter(spec: KernelSpec) -> str:
     return sys.executable if spec.argv[0] in bare else spec.argv[0]
 
 
-class ForkingKernelSpecManager(KernelSpecManager):
+class LeanKernelSpecManager(KernelSpecManager):
+    """Kernelspecs where jupyter_client looks, found without importing IPython.
+
+    jupyter_client imports IPython (1.4 s, in a parent that never runs IPython) only to name
+    the legacy ``~/.ipython/kernels`` folder; this names it from ``IPYTHONDIR`` or the home.
+    """
+
+    @default("kernel_dirs")
+    def _kernel_dirs_default(self) -> list[str]:
+        ipython = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
+        return [*jupyter_path("kernels"), os.path.join(ipython, "kernels")]
+
+
+class ForkingKernelSpecManager(LeanKernelSpecManager):
     """Kernelspecs as installed, with forkable ones routed to the fork provisioner."""
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
@@ -236,7 +251,7 @@ _starting = threading.Lock()
 
 def start_server(kernel_name: str, env: dict[str, str]) -> ForkServer | None:
     """Start (or reuse) the fork server for a kernelspec; None if it cannot be forked."""
-    spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    spec = LeanKernelSpecManager().get_kernel_spec(kernel_name)
     if not forkable(spec):
         return None
     python = interpreter(spec)

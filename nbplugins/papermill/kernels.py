@@ -133,8 +133,9 @@ def new_kernel_manager(kernel_name: str, directory: str | os.PathLike[str], fork
     With ``fork``, a Python kernel is forked from the running fork server (:mod:`.forkserver`).
     """
     connection = Path(directory) / f"kernel-{uuid.uuid4().hex[:12]}.json"
-    extra = {"kernel_spec_manager": forkserver.ForkingKernelSpecManager()} if fork else {}
-    return KernelManager(kernel_name=kernel_name, transport="ipc", connection_file=str(connection), **extra)
+    specs = forkserver.ForkingKernelSpecManager() if fork else forkserver.LeanKernelSpecManager()
+    return KernelManager(kernel_name=kernel_name, transport="ipc", connection_file=str(connection),
+                         kernel_spec_manager=specs)
 
 
 def start_kernel(kernel_name: str, directory: str | os.PathLike[str], *, cwd: str | None,

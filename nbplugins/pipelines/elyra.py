@@ -389,10 +389,9 @@ def declared(path: str | os.PathLike[str]) -> dict[str, str] | None:
                         if isinstance(name, ast.Name):
                             found[name.id] = kind
             return found
-    from papermill.inspection import _infer_parameters
-    from papermill.iorw import load_notebook_node
+    from nbplugins.papermill import parameters
 
-    return {p.name: p.inferred_type_name for p in _infer_parameters(load_notebook_node(str(path)))}
+    return parameters.declared(nb)
 
 
 def issues(pipeline: Pipeline, *, check_files: bool = True) -> list[str]:

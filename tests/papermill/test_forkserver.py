@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +68,26 @@ def test_a_server_prestarted_from_a_short_lived_thread_outlives_that_thread():
         assert server.proc.poll() is None
     finally:
         forkserver.stop_server(server)
+
+
+LEAN_PROBE = """
+import json, os, sys, tempfile
+from pathlib import Path
+legacy = Path(tempfile.mkdtemp()) / "kernels" / "legacy-kernel"
+legacy.mkdir(parents=True)
+(legacy / "kernel.json").write_text(json.dumps({"argv": ["python", "-m", "ipykernel_launcher", "-f",
+                                                        "{connection_file}"], "display_name": "L", "language": "python"}))
+os.environ["IPYTHONDIR"] = str(legacy.parent.parent)
+from nbplugins.papermill import kernels
+km = kernels.new_kernel_manager("python3", tempfile.mkdtemp(), fork=True)
+assert km.kernel_spec.language == "python"
+found = kernels.forkserver.LeanKernelSpecManager().find_kernel_specs()
+assert "legacy-kernel" in found and "python3" in found, found
+assert "IPython" not in sys.modules, "IPython was imported to find kernelspecs"
+print("ok")
+"""
+
+
+def test_kernelspecs_are_found_where_jupyter_looks_without_importing_ipython():
+    done = subprocess.run([sys.executable, "-c", LEAN_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
