@@ -51,22 +51,10 @@ _source_option = click.option(
 @_source_option
 def token_check(source: str | None) -> None:
     """Show where the token comes from, who it is for, when it expires and its VOs."""
-    from nbplugins.tokens import TokenResolver, relative, when
+    from nbplugins.tokens import TokenResolver, relative, summary
 
     tok = TokenResolver(source=source).inspect()
-    c = tok.claims
-    rows = [("source", tok.source)]
-    if c.is_jwt:
-        rows += [("subject", c.subject or "-"), ("issuer", c.issuer or "-"),
-                 ("audience", ", ".join(c.audience) or "-")]
-    else:
-        rows += [("format", "opaque (not a JWT): subject and VOs unknown")]
-    if tok.expires_at is not None:
-        rows.append(("expires", f"{when(tok.expires_at)} ({relative(tok.seconds_left() or 0)})"))
-    else:
-        rows.append(("expires", "unknown"))
-    if c.is_jwt:
-        rows.append(("VOs", ", ".join(c.vos) or "none in the token"))
+    rows = summary(tok)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(secrets.redact(f"{key + ':':<{width + 1}} {value}"))

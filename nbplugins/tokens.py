@@ -57,6 +57,11 @@ class Claims:
     def is_jwt(self) -> bool:
         return bool(self.raw)
 
+    @property
+    def has_entitlements(self) -> bool:
+        """Whether the token carries ``eduperson_entitlement`` at all (EGI access tokens may not)."""
+        return "eduperson_entitlement" in self.raw
+
 
 def vos_from_entitlements(entitlements: Any) -> tuple[str, ...]:
     """VO names from ``eduperson_entitlement`` URNs (``urn:mace:egi.eu:group:VO[:sub]:role=...``)."""
@@ -328,7 +333,6 @@ class RefreshGrantSource(TokenSource):
     name = "refresh"
     refreshable = True
     _cache: ClassVar[dict[tuple[str, str, str], dict[str, Any]]] = {}
-    _endpoints: ClassVar[dict[str, str]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, cfg: TokenConfig) -> None:
@@ -348,33 +352,12 @@ class RefreshGrantSource(TokenSource):
         """The configured token endpoint, or the one the issuer's discovery document names."""
         if self.cfg.token_endpoint:
             return self.cfg.token_endpoint
-        issuer = self.cfg.issuer.rstrip("/")
-        if issuer in self._endpoints:
-            return self._endpoints[issuer]
-        import requests
-
-        url = f"{issuer}/.well-known/openid-configuration"
-
-        def discover() -> str:
-            response = requests.get(url, timeout=self.cfg.timeout)
-            if response.status_code >= 500:
-                response.raise_for_status()
-            if response.status_code != 200:
-                raise TokenError(f"{self.describe()}: discovery document answered HTTP {response.status_code}")
-            try:
-                return str(response.json()["token_endpoint"])
-            except (ValueError, KeyError, TypeError):
-                raise TokenError(f"{self.describe()}: the issuer's discovery document is not OpenID Connect metadata") from None
-
         try:
-            endpoint = self._retry().call(discover, what=f"discovery at {issuer}")
-        except TokenError:
-            raise
-        except NbpluginsError as exc:
-            raise TokenError(f"{self.describe()}: cannot reach the issuer ({exc})") from None
-        except Exception as exc:
-            raise TokenError(f"{self.describe()}: cannot reach the issuer ({describe(exc)})") from None
-        self._endpoints[issuer] = endpoint
+            endpoint = discovery(self.cfg.issuer, timeout=self.cfg.timeout).get("token_endpoint")
+        except TokenError as exc:
+            raise TokenError(f"{self.describe()}: {exc}") from None
+        if not isinstance(endpoint, str) or not endpoint:
+            raise TokenError(f"{self.describe()}: the issuer's discovery document is not OpenID Connect metadata")
         return endpoint
 
     def fetch(self, force_refresh: bool = False) -> Token | None:
@@ -563,25 +546,147 @@ def current(force_refresh: bool = False) -> str:
     return default_resolver().get(force_refresh=force_refresh).value
 
 
+# ----------------------------------------------------------------------------- the issuer: discovery, userinfo
+
+_discovered: dict[str, dict[str, Any]] = {}
+
+
+def _issuer_retry(timeout: float) -> Retry:
+    return Retry(deadline=max(timeout * 2, 5.0), initial=0.3, cap=3.0, error_budget=3)
+
+
+def _issuer_get(url: str, what: str, timeout: float, headers: dict[str, str] | None = None) -> Any:
+    """GET a JSON document from the issuer through the shared retry; TokenError says what went wrong."""
+    import requests
+
+    def fetch() -> Any:
+        response = requests.get(url, headers=headers, timeout=timeout)
+        if response.status_code >= 500:
+            response.raise_for_status()
+        if response.status_code != 200:
+            raise TokenError(f"{what} answered HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise TokenError(f"{what} did not answer JSON") from None
+
+    try:
+        return _issuer_retry(timeout).call(fetch, what=what)
+    except TokenError:
+        raise
+    except NbpluginsError as exc:
+        raise TokenError(f"cannot reach the issuer ({exc})") from None
+    except Exception as exc:
+        raise TokenError(f"cannot reach the issuer ({describe(exc)})") from None
+
+
+def discovery(issuer: str, *, timeout: float = 15.0) -> dict[str, Any]:
+    """The issuer's OpenID Connect metadata (``/.well-known/openid-configuration``), fetched once per process."""
+    issuer = issuer.rstrip("/")
+    if issuer not in _discovered:
+        meta = _issuer_get(f"{issuer}/.well-known/openid-configuration", "discovery document", timeout)
+        if not isinstance(meta, dict) or not any(k in meta for k in ("token_endpoint", "userinfo_endpoint")):
+            raise TokenError("the issuer's discovery document is not OpenID Connect metadata")
+        _discovered[issuer] = meta
+    return _discovered[issuer]
+
+
+def userinfo(token: Token, cfg: TokenConfig | None = None) -> dict[str, Any]:
+    """What the issuer says about the token's user (subject, ``eduperson_entitlement``...).
+
+    An opaque token, or an EGI Check-in access token without entitlements, says nothing of
+    its VOs; the issuer's userinfo endpoint does.
+    """
+    cfg = cfg or config_mod.get().token
+    issuer = (token.claims.issuer or cfg.issuer).rstrip("/")
+    endpoint = discovery(issuer, timeout=cfg.timeout).get("userinfo_endpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise TokenError(f"{issuer} publishes no userinfo endpoint")
+    info = _issuer_get(endpoint, f"the userinfo endpoint of {issuer}", cfg.timeout,
+                       headers={"Authorization": f"Bearer {token.value}"})
+    if not isinstance(info, dict):
+        raise TokenError(f"the userinfo endpoint of {issuer} did not answer an object")
+    return info
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a token is for and its VOs, and where that was read (``origin``), or why it is unknown."""
+
+    subject: str | None
+    vos: tuple[str, ...] | None
+    origin: str
+
+
+def identity(token: Token, cfg: TokenConfig | None = None) -> Identity:
+    """The token's subject and VOs: from its own claims when it has entitlements, else from userinfo."""
+    claims = token.claims
+    if claims.is_jwt and claims.has_entitlements:
+        return Identity(claims.subject, claims.vos, "the token")
+    if token.expired():
+        return Identity(claims.subject, None, "unknown: the token expired")
+    try:
+        info = userinfo(token, cfg)
+    except TokenError as exc:
+        return Identity(claims.subject, None, f"unknown: {exc}")
+    subject = info.get("sub") if isinstance(info.get("sub"), str) else claims.subject
+    return Identity(subject, vos_from_entitlements(info.get("eduperson_entitlement")), "the issuer's userinfo")
+
+
+def summary(token: Token) -> list[tuple[str, str]]:
+    """What ``token check`` shows: source, subject, issuer, audience, expiry, VOs and where they were read."""
+    claims = token.claims
+    who = identity(token)
+    rows = [("source", token.source)]
+    if not claims.is_jwt:
+        rows.append(("format", "opaque (not a JWT)"))
+    rows.append(("subject", who.subject or "-"))
+    if claims.is_jwt:
+        rows += [("issuer", claims.issuer or "-"), ("audience", ", ".join(claims.audience) or "-")]
+    expires_at = token.expires_at
+    rows.append(("expires", f"{when(expires_at)} ({relative(token.seconds_left() or 0)})"
+                 if expires_at is not None else "unknown"))
+    if who.vos is None:
+        rows.append(("VOs", who.origin))
+    else:
+        rows.append(("VOs", (", ".join(who.vos) or "none")
+                     + ("" if who.origin == "the token" else f" (from {who.origin})")))
+    return rows
+
+
 # ----------------------------------------------------------------------------- diagnosis
 
 
 def diagnose(token: Token, *, issuer: str | None = None, audience: str | None = None,
              vo: str | None = None) -> str:
-    """Why a service might refuse ``token``: expiry, audience, issuer or VO, from its claims."""
+    """Why a service might refuse ``token``: expiry, issuer, audience or VO.
+
+    The claims say most of it; VOs come from the issuer's userinfo when the token does not
+    carry entitlements (opaque tokens, some EGI Check-in access tokens).
+    """
     claims = token.claims
     if token.expired():
         return f"the token expired {relative(token.seconds_left() or 0)}"
+    missing_vo = _missing_vo(token, vo)
     if not claims.is_jwt:
-        return "the token is opaque, so its expiry, audience and VOs cannot be checked here"
+        return missing_vo or "the token is opaque, so its expiry and audience cannot be checked here"
     if issuer and claims.issuer and claims.issuer.rstrip("/") != issuer.rstrip("/"):
         return f"the token was issued by {claims.issuer}, the service expects {issuer}"
     if audience and claims.audience and audience not in claims.audience:
         return f"the token's audience is {', '.join(claims.audience)}, the service expects {audience}"
-    if vo and vo not in claims.vos:
-        has = ", ".join(claims.vos) or "none"
+    return missing_vo or "the token is unexpired with matching claims; the service rejects this identity (rights or VO)"
+
+
+def _missing_vo(token: Token, vo: str | None) -> str | None:
+    if not vo:
+        return None
+    who = identity(token)
+    if who.vos is None or vo in who.vos:
+        return None
+    has = ", ".join(who.vos) or "none"
+    if who.origin == "the token":
         return f"the token carries no membership of VO {vo} (it has: {has})"
-    return "the token is unexpired with matching claims; the service rejects this identity (rights or VO)"
+    return f"{who.origin} shows no membership of VO {vo} (it has: {has})"
 
 
 def with_token_retry(call: Callable[[Token], Any], provider: TokenProvider, *,

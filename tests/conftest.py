@@ -30,7 +30,7 @@ def isolated(tmp_path, monkeypatch) -> Iterator[None]:
     monkeypatch.setattr(tokens.EgiNotebooksSource, "default_path", str(tmp_path / "egi" / "access_token"))
     monkeypatch.setattr(tokens.EoscNodeSource, "default_path", str(tmp_path / "eosc" / "access_token"))
     tokens.RefreshGrantSource._cache.clear()
-    tokens.RefreshGrantSource._endpoints.clear()
+    tokens._discovered.clear()
     config._cached = None
     tokens._default = None
     yield

@@ -77,3 +77,14 @@ def test_refresh_grant_through_the_cli_never_prints_secrets(oidc_provider, oidc_
     assert "opaque" in result.stdout
     assert grant["refresh_token"] not in result.stdout + result.stderr
     assert "client-secret-value" not in result.stdout + result.stderr
+
+
+def test_token_check_of_an_opaque_token_asks_the_issuer_who_it_is(oidc_provider, oidc_login):
+    _, grant = oidc_login("alice@egi.eu")
+    value = grant["access_token"]
+    result = run("token", "check", env={"OIDC_ACCESS_TOKEN": value, "NBPLUGINS_OIDC_ISSUER": oidc_provider.url})
+    assert result.returncode == 0, result.stderr
+    rows = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in result.stdout.splitlines()}
+    assert rows["format"] == "opaque (not a JWT)" and rows["subject"] == "alice@egi.eu"
+    assert rows["VOs"] == "vo.nbplugins.eu (from the issuer's userinfo)"
+    assert value not in result.stdout + result.stderr

@@ -210,3 +210,45 @@ def test_current_returns_a_valid_token_for_notebook_code(monkeypatch, tmp_path, 
     value = tokens.current()
     assert tokens.decode_claims(value).subject == "nb"
     assert secrets.redact(f"x{value}y") == "x***y"
+
+
+# ----------------------------------------------------------------------------- userinfo
+
+
+def test_an_opaque_tokens_user_and_vos_come_from_the_issuers_userinfo(oidc_provider, oidc_login, monkeypatch):
+    _, grant = oidc_login("alice@egi.eu")  # the provider's alice has an EGI entitlement
+    token = tokens.Token(grant["access_token"], "test", tokens.decode_claims(grant["access_token"]))
+    assert not token.claims.is_jwt  # the provider issues opaque access tokens
+    monkeypatch.setenv("NBPLUGINS_OIDC_ISSUER", oidc_provider.url)
+    who = tokens.identity(token)
+    assert (who.subject, who.vos, who.origin) == ("alice@egi.eu", ("vo.nbplugins.eu",), "the issuer's userinfo")
+    assert tokens.diagnose(token, vo="vo.other.eu") == (
+        "the issuer's userinfo shows no membership of VO vo.other.eu (it has: vo.nbplugins.eu)")
+    assert "no membership" not in tokens.diagnose(token, vo="vo.nbplugins.eu")
+
+
+def test_a_jwt_without_entitlements_asks_userinfo_and_one_with_them_does_not(oidc_provider, oidc_login, make_jwt,
+                                                                              monkeypatch):
+    from tests.servers.harness import free_port
+
+    def token(value: str) -> tokens.Token:
+        return tokens.Token(value, "test", tokens.decode_claims(value))
+
+    monkeypatch.setenv("NBPLUGINS_OIDC_ISSUER", f"http://127.0.0.1:{free_port()}")
+    with_vos = token(make_jwt(vos=("vo.a.eu",), iss=f"http://127.0.0.1:{free_port()}"))
+    assert tokens.identity(with_vos).vos == ("vo.a.eu",)  # no network: an unreachable issuer is never asked
+    raw = make_jwt(iss=oidc_provider.url)
+    claims = tokens.decode_claims(raw).raw
+    claims.pop("eduperson_entitlement")
+    bare = token(__import__("jwt").encode(claims, "another-key-0123456789-0123456789", algorithm="HS256"))
+    who = tokens.identity(bare)  # asks the token's own issuer; the provider refuses a token it did not issue
+    assert who.vos is None and who.origin.startswith("unknown: the userinfo endpoint of") and "answered HTTP 4" in who.origin
+
+
+def test_an_unreachable_issuer_leaves_the_vos_unknown_without_failing(monkeypatch):
+    from tests.servers.harness import free_port
+
+    monkeypatch.setenv("NBPLUGINS_OIDC_ISSUER", f"http://127.0.0.1:{free_port()}")
+    who = tokens.identity(tokens.Token("opaque-token-value-0123456789", "test"))
+    assert who.vos is None and who.origin.startswith("unknown: cannot reach the issuer (")
+    assert "connection refused" in who.origin
