@@ -144,15 +144,17 @@ def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, 
 @click.option("--ui", type=click.Choice(["lab", "classic"]), default="lab", show_default=True,
               help="Open it in JupyterLab or the classic notebook UI.")
 @click.option("--qr", default=None, metavar="OUT.png", help="Also write the link as a QR-code PNG.")
+@click.option("--parent-path", default=None, metavar="DIR", envvar="NBGITPULLER_PARENTPATH", show_envvar=True,
+              help="The hub's NBGITPULLER_PARENTPATH, if it sets one (nbgitpuller clones below it).")
 @click.option("--check", is_flag=True,
               help="Check in the repo that the branch and the --open file exist.")
 def link(repo: str, hub: str | None, branch: str | None, target_path: str | None,
-         open_path: str | None, ui: str, qr: str | None, check: bool) -> None:
+         open_path: str | None, ui: str, qr: str | None, parent_path: str | None, check: bool) -> None:
     """Print an nbgitpuller link that pulls REPO into the hub home and opens a notebook."""
     from nbplugins.hub import links
 
     made = links.build(repo, hub, branch=branch, target_path=target_path, open=open_path,
-                       ui=ui, check=check)
+                       ui=ui, check=check, parent_path=parent_path)
     if made.resolved is not None:
         r = made.resolved
         what = f", {made.open} is a {r.open_kind}" if made.open else ""

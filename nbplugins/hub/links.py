@@ -161,6 +161,15 @@ def check_target_path(path: str) -> str:
     return "/".join(segments)
 
 
+def _parent_path(path: str | None) -> str | None:
+    if not path or not path.strip().strip("/"):
+        return None
+    try:
+        return check_target_path(path)
+    except ValidationError as exc:
+        raise ValidationError(str(exc).replace("target path", "parent path (NBGITPULLER_PARENTPATH)", 1)) from None
+
+
 def check_open_path(path: str) -> str:
     """Accept a path inside the target folder (the repo root); return it clean."""
     segments = _segments(path, "--open file")
@@ -191,8 +200,14 @@ def build(
     ui: str = "lab",
     check: bool = False,
     allow_local: bool | None = None,
+    parent_path: str | None = None,
 ) -> Link:
-    """Build (and with ``check=True`` verify against the repo) an nbgitpuller link."""
+    """Build (and with ``check=True`` verify against the repo) an nbgitpuller link.
+
+    ``parent_path``: the hub's ``NBGITPULLER_PARENTPATH``. nbgitpuller clones into
+    ``<home>/<parent>/<targetPath>`` but redirects to ``urlpath`` as given, so a hub that sets
+    it needs the parent in ``urlpath`` too (``targetPath`` stays relative to the parent).
+    """
     repo = check_repo(repo, allow_local)
     hub_url = hubs.resolve(hub).url
     assert hub_url is not None
@@ -210,7 +225,8 @@ def build(
     else:
         target = check_target_path(target_path)
     open_path = check_open_path(open) if open is not None else None
-    home_path = posixpath.join(target, open_path) if open_path else target
+    parent = _parent_path(parent_path)
+    home_path = posixpath.join(*[p for p in (parent, target, open_path) if p])
     urlpath = urlpath_for(ui, home_path)
     resolved = verify(repo, branch, open_path) if check else None
 

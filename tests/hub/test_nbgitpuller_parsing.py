@@ -21,12 +21,22 @@ from tests.servers import harness
 @pytest.fixture(scope="module")
 def jupyter_server(tmp_path_factory):
     """A single-user jupyter server (token auth) whose root is a temp 'home'."""
+    yield from _jupyter_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def parent_path_server(tmp_path_factory):
+    """The same, on a hub that sets ``NBGITPULLER_PARENTPATH=pulled``."""
+    yield from _jupyter_server(tmp_path_factory, {"NBGITPULLER_PARENTPATH": "pulled"})
+
+
+def _jupyter_server(tmp_path_factory, env: dict[str, str] | None = None):
     root = tmp_path_factory.mktemp("server-home")
     token = pysecrets.token_hex(16)
     argv = [harness.venv_bin("jupyter"), "server", "--ServerApp.allow_root=True",
             f"--ServerApp.ip={harness.HOST}", "--ServerApp.port={port}", "--ServerApp.open_browser=False",
             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
-    server = harness.start("jupyter-server", argv, cwd=root, timeout=120,
+    server = harness.start("jupyter-server", argv, cwd=root, timeout=120, env=env,
                            ready=None, log_dir=tmp_path_factory.mktemp("jupyter-server-log"))
     session = requests.Session()
     session.headers["Authorization"] = f"token {token}"
@@ -116,3 +126,40 @@ def test_a_pull_through_the_server_api_puts_the_linked_notebook_where_the_link_o
     model = session.get(f"{server.url}/api/contents/{urllib.parse.quote(path)}",
                         params={"content": "0"}, timeout=30).json()
     assert model["type"] == "notebook" and model["path"] == "course/templates/welcome.ipynb"
+
+
+def _pull(server, session, got: dict[str, str]) -> dict:
+    api = {"repo": got["repo"], "targetpath": got["targetpath"]}
+    events = []
+    with session.get(f"{server.url}/git-pull/api", params=api, stream=True, timeout=120) as response:
+        for line in response.iter_lines(decode_unicode=True):
+            if line and line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+                if events[-1].get("phase") in ("finished", "error"):
+                    break
+    return events[-1]
+
+
+def test_on_a_hub_with_a_parent_path_the_link_opens_the_notebook_nbgitpuller_pulled(parent_path_server, http_repo):
+    server, session, root = parent_path_server
+    repo, url = http_repo
+    plain = links.build(url, "egi", target_path="course", open="templates/welcome.ipynb")
+    link = links.build(url, "egi", target_path="course", open="templates/welcome.ipynb", parent_path="pulled")
+    got = page_params(server, session, link.url)
+    assert got["targetpath"] == "course" and got["path"] == "lab/tree/pulled/course/templates/welcome.ipynb"
+    assert _pull(server, session, got)["phase"] == "finished"
+    assert (Path(root) / "pulled" / "course" / "templates" / "welcome.ipynb").read_text() == \
+        repo.read("templates/welcome.ipynb")
+
+    def contents(urlpath: str) -> int:
+        path = urllib.parse.unquote(urlpath.removeprefix("lab/tree/"))
+        return session.get(f"{server.url}/api/contents/{urllib.parse.quote(path)}", params={"content": "0"},
+                           timeout=30).status_code
+
+    assert contents(got["path"]) == 200
+    assert contents(page_params(server, session, plain.url)["path"]) == 404  # why the parent must be in urlpath
+
+
+def test_a_parent_path_that_escapes_the_home_is_refused():
+    with pytest.raises(links.ValidationError, match="parent path"):
+        links.build("https://github.com/EGI-Federation/x", "egi", parent_path="../elsewhere")
