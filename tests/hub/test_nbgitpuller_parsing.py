@@ -109,16 +109,8 @@ def test_a_pull_through_the_server_api_puts_the_linked_notebook_where_the_link_o
     repo, url = http_repo
     link = links.build(url, "egi", target_path="course", open="templates/welcome.ipynb", check=True)
     got = page_params(server, session, link.url)
-    # gitsync.js: GET git-pull/api?repo=&targetpath=[&branch=] and read the event stream.
-    api = {"repo": got["repo"], "targetpath": got["targetpath"]}
-    events = []
-    with session.get(f"{server.url}/git-pull/api", params=api, stream=True, timeout=120) as response:
-        for line in response.iter_lines(decode_unicode=True):
-            if line and line.startswith("data: "):
-                events.append(json.loads(line[6:]))
-                if events[-1].get("phase") in ("finished", "error"):
-                    break
-    assert events[-1]["phase"] == "finished", events[-1]
+    last = _pull(server, session, got)
+    assert last["phase"] == "finished", last
     pulled = Path(root) / "course" / "templates" / "welcome.ipynb"
     assert pulled.read_text() == repo.read("templates/welcome.ipynb")
     # The redirect target names that very file in the server's contents API.
@@ -129,6 +121,7 @@ def test_a_pull_through_the_server_api_puts_the_linked_notebook_where_the_link_o
 
 
 def _pull(server, session, got: dict[str, str]) -> dict:
+    """What nbgitpuller's gitsync.js does: GET git-pull/api?repo=&targetpath= and read the event stream."""
     api = {"repo": got["repo"], "targetpath": got["targetpath"]}
     events = []
     with session.get(f"{server.url}/git-pull/api", params=api, stream=True, timeout=120) as response:
