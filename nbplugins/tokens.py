@@ -346,7 +346,7 @@ class RefreshGrantSource(TokenSource):
         return f"refresh grant at {self.cfg.token_endpoint or self.cfg.issuer}"
 
     def _retry(self) -> Retry:
-        return Retry(deadline=max(self.cfg.timeout * 2, 5.0), initial=0.3, cap=3.0, error_budget=3)
+        return _issuer_retry(self.cfg.timeout)
 
     def token_endpoint(self) -> str:
         """The configured token endpoint, or the one the issuer's discovery document names."""

@@ -1211,7 +1211,7 @@ class _Transfer:
         self.finished: list[Entry] = list(skipped)
         ready: dict[str, deque[Callable[[], Any]]] = {}  # parts waiting, by file
         files = deque(todo)
-        inflight: Counter[str] = Counter()  # tasks running, by file
+        inflight: Counter[str] = Counter()  # tasks running, by file (files with none are dropped)
         error: BaseException | None = None
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="nbp-staging")
         # an upload's parts take at most a quarter of the slots while other files wait: a server
@@ -1244,7 +1244,7 @@ class _Transfer:
                         break
                     pool.submit(wrap, *chosen)
                     inflight[chosen[0]] += 1
-                if not +inflight:
+                if not inflight:
                     break
                 kind, payload = self.events.get()
                 if kind == "event":
@@ -1254,6 +1254,8 @@ class _Transfer:
                     continue
                 tag, result = payload
                 inflight[tag] -= 1
+                if not inflight[tag]:
+                    del inflight[tag]
                 if kind == "ok":
                     if result:
                         ready.setdefault(tag, deque()).extend(result)

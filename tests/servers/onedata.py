@@ -234,13 +234,18 @@ class Store:
             return spec
         raise posix("enoent")
 
-    def resolve_path(self, path: str) -> tuple[str, str]:
+    def split_path(self, path: str, empty: str = "enoent") -> tuple[str, str]:
+        """(space id, checked relative path) of ``/space/rel``; ``empty`` is the error for no path."""
         parts = [p for p in path.split("/") if p]
         if not parts:
-            raise posix("enoent")
+            raise posix(empty)
         sid = self.space_by_specifier(parts[0])
         rel = "/".join(parts[1:])
         check_rel(rel)
+        return sid, rel
+
+    def resolve_path(self, path: str) -> tuple[str, str]:
+        sid, rel = self.split_path(path)
         if not self.disk(sid, rel).exists():
             raise posix("enoent")
         return sid, rel
@@ -909,12 +914,7 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(self.read_body() or b"{}")
         except ValueError:
             raise ApiError(400, {"id": "badMessage", "description": "Message could not be understood by the server."}) from None
-        parts = [p for p in path.split("/") if p]
-        if not parts:
-            raise posix("eperm")
-        dst_sid = store.space_by_specifier(parts[0])
-        dst_rel = "/".join(parts[1:])
-        check_rel(dst_rel)
+        dst_sid, dst_rel = store.split_path(path, "eperm")
         target = store.disk(dst_sid, dst_rel)
         move = body.get("move")
         copy = body.get("copy")
