@@ -20,14 +20,22 @@ $(STAMP): pyproject.toml constraints.txt
 	mkdir -p "$$($(VENV)/bin/jupyter --runtime-dir)"
 	touch $@
 
-# Debian packages the end-to-end tests need (headless Chromium for the JupyterHub test).
+# Debian packages the end-to-end tests need: headless Chromium for the JupyterHub test,
+# oidc-agent (oidc-agent-cli) for the oidc-agent token source. Only missing commands are
+# installed; the stamp is rebuilt when this Makefile changes, so a new package is picked up.
+SYS_PACKAGES := chromium:chromium,chromium-driver git:git oidc-agent:oidc-agent-cli
+
 system-deps: $(SYSSTAMP)
 
-$(SYSSTAMP): | $(STAMP)
-	@if ! command -v chromium >/dev/null || ! command -v git >/dev/null; then \
+$(SYSSTAMP): Makefile | $(STAMP)
+	@missing=""; for pair in $(SYS_PACKAGES); do \
+	  cmd=$${pair%%:*}; pkgs=$${pair#*:}; \
+	  command -v $$cmd >/dev/null || missing="$$missing $${pkgs//,/ }"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver git >/dev/null; \
-	  else echo "note: chromium not installed and no root apt-get: browser tests will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: no root apt-get to install$$missing: the browser or oidc-agent tests will be skipped"; fi; \
 	fi
 	touch $@
 

@@ -6,13 +6,15 @@ exit non-zero; a traceback appears only with ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from pathlib import Path
 
 import click
 
-from nbplugins import __version__, secrets
+from nbplugins import __version__, lifecycle, secrets
 from nbplugins.errors import NbpluginsError
 
 # jsonschema imports the optional rfc3987-syntax IRI checker, which compiles a Lark grammar at
@@ -74,6 +76,11 @@ def token_print(source: str | None) -> None:
 
 # --- sweep
 
+_timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+    help="Stop a run (a node) that takes longer than this; it fails, the others go on.")
+
+
 
 @cli.command("sweep")
 @click.argument("template", type=click.Path(dir_okay=False))
@@ -81,18 +88,20 @@ def token_print(source: str | None) -> None:
 @click.option("--params", "table", type=click.Path(dir_okay=False), help="CSV table: one run per row.")
 @click.option("-o", "--output", "pattern", required=True,
               help="Output path pattern, e.g. 'out/run-{alpha}-{n}.ipynb' or 's3://bucket/{index}.ipynb'.")
-@click.option("-j", "--jobs", default=2, show_default=True, help="Runs at once (and kernels kept warm).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Runs at once (and kernels kept warm).")
 @click.option("--report-dir", default=None, help="Where the summary goes (default: sweep-<template>).")
 @click.option("--force", is_flag=True, help="Run again the runs that finished earlier.")
 @click.option("--allow-unknown", is_flag=True, help="Pass parameters the template does not declare.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, with --executor dask.")
+@_timeout_option
+@click.option("--max-runs", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Refuse a grid that makes more runs than this.")
 def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, jobs: int,
               report_dir: str | None, force: bool, allow_unknown: bool, executor: str,
-              scheduler: str | None) -> None:
+              scheduler: str | None, timeout: float | None, max_runs: int) -> None:
     """Run TEMPLATE once per parameter set, each in a fresh kernel, and summarize the runs."""
-    from pathlib import Path
-
     from nbplugins import forkserver
 
     if executor == "local":
@@ -102,20 +111,24 @@ def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, 
 
     from nbplugins import sweep
     from nbplugins.errors import ExecutionError, ValidationError
-    from nbplugins.papermill import parameters
+    from nbplugins.papermill import kernels, parameters
 
     if (grid is None) == (table is None):
         raise ValidationError("give exactly one of --grid FILE or --params FILE")
-    if grid:
-        sets = sweep.load_grid(grid)
-    else:
-        sets = sweep.load_table(table, parameters.declared(sweep._load(template)))
-    runs = sweep.plan(template, sets, pattern, allow_unknown=allow_unknown)
     report = Path(report_dir or f"sweep-{Path(template).stem}")
+    _require_folder(report, "--report-dir")
+    nb = sweep._load(template)
+    if executor == "local":  # once, not a failed kernel start per run (Dask workers have their own)
+        kernels.require_kernel(nb.metadata.kernelspec.name, where=template)
+    declared = parameters.declared(nb)
+    sets = sweep.load_grid(grid, declared, max_runs) if grid else sweep.load_table(table, declared)
+    runs = sweep.plan(template, sets, pattern, allow_unknown=allow_unknown)
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    with tqdm(total=len(runs), unit="run", desc="sweep", file=sys.stderr) as bar:
-        for event in sweep.run(template, runs, jobs=jobs, report_dir=report, force=force, executor=executor,
-                               scheduler=scheduler, allow_unknown=allow_unknown):
+    events = sweep.run(template, runs, jobs=jobs, report_dir=report, force=force, executor=executor,
+                       scheduler=scheduler, allow_unknown=allow_unknown, timeout=timeout)
+    with lifecycle.stoppable(), contextlib.closing(events), \
+            tqdm(total=len(runs), unit="run", desc="sweep", file=sys.stderr) as bar:
+        for event in events:
             if event.kind in counts:
                 counts[event.kind] += 1
                 bar.update(1)
@@ -127,6 +140,18 @@ def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, 
                f"summary: {paths['csv']}, report: {paths['html']}")
     if counts["failed"]:
         raise ExecutionError(f"{counts['failed']} of {len(runs)} runs failed (see {paths['csv']})")
+
+
+def _require_folder(path: Path, option: str) -> None:
+    """Refuse a folder option that names a file (or lies below one) before anything runs."""
+    from nbplugins.errors import ValidationError
+
+    for at in (path, *path.parents):
+        if at.exists():
+            if not at.is_dir():
+                where = "is a file" if at == path else f"is below {at}, which is a file"
+                raise ValidationError(f"{option} {path}: {where}; give a folder (it is created if missing)")
+            return
 
 
 # --- link
@@ -179,22 +204,30 @@ def _data_command(name: str, summary: str, *, mirror: bool = False):  # noqa: AN
     @click.option("--profile", default=None, metavar="NAME", help="S3 profile ([s3.NAME]) for both ends.")
     @click.option("--src-profile", default=None, metavar="NAME", help="S3 profile for SRC only.")
     @click.option("--dest-profile", default=None, metavar="NAME", help="S3 profile for DEST only.")
-    @click.option("-j", "--concurrency", type=int, default=None, help="Parts in flight (profile default).")
-    @click.option("--part-size", type=int, default=None, metavar="MIB", help="Part / range size in MiB.")
+    @click.option("-j", "--concurrency", type=click.IntRange(min=1), default=None,
+                  help="Parts in flight (profile default).")
+    @click.option("--part-size", type=click.IntRange(min=1), default=None, metavar="MIB",
+                  help="Part / range size in MiB.")
     @click.option("--no-manifest", is_flag=True, help="Do not write _MANIFEST.json for a directory.")
+    @click.option("--no-clobber", is_flag=True,
+                  help="Keep files in DEST that differ from SRC (default: replace them, and count them).")
     @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
     def command(src: str, dest: str, profile: str | None, src_profile: str | None, dest_profile: str | None,
-                concurrency: int | None, part_size: int | None, no_manifest: bool, quiet: bool,
-                delete: bool = False) -> None:
+                concurrency: int | None, part_size: int | None, no_manifest: bool, no_clobber: bool,
+                quiet: bool, delete: bool = False) -> None:
         from nbplugins.storage import staging
 
         events = getattr(staging, name)(
             src, dest, profile=profile, src_profile=src_profile, dest_profile=dest_profile,
             concurrency=concurrency, part_size=part_size * 2**20 if part_size else None,
-            manifest=not no_manifest, **({"delete": True} if delete else {}))
+            manifest=not no_manifest, clobber=not no_clobber, **({"delete": True} if delete else {}))
         result = staging.run(events, progress=not quiet, out=sys.stderr)
+        where = "local " if name == "get" else ""
         click.echo(f"{result.files} files, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s "
                    f"({result.rate / 2**20:.1f} MiB/s); {result.skipped} already there"
+                   + f"; {result.replaced} {where}file{'s' if result.replaced != 1 else ''} replaced (they differed)"
+                   + (f"; {result.kept} different {where}file{'s' if result.kept != 1 else ''} kept (--no-clobber)"
+                      if no_clobber else "")
                    + (f"; {result.deleted} deleted" if delete else "")
                    + (f"; manifest {result.manifest}" if result.manifest else ""))
 
@@ -256,20 +289,28 @@ def pipeline_validate(path: str) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @_param_option
 @click.option("--run-dir", default=None, metavar="DIR", help="Where executed copies and the record go.")
-@click.option("-j", "--jobs", default=2, show_default=True, help="Nodes at once.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Nodes at once.")
 @click.option("--resume", is_flag=True, help="Re-run only the failed and skipped nodes of --run-dir.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_timeout_option
 def pipeline_run(path: str, params: tuple[str, ...], run_dir: str | None, jobs: int, resume: bool,
-                 quiet: bool) -> None:
+                 quiet: bool, timeout: float | None) -> None:
     """Run a pipeline locally: independent nodes in parallel, notebooks never modified in place."""
     from nbplugins import forkserver
 
     forkserver.prestart()
     from nbplugins.pipelines import elyra, runner
 
-    job = runner.Run(elyra.load(path), run_dir, parameters=_params(params), jobs=jobs, resume=resume)
-    for _event in runner.with_progress(job, echo=lambda line: click.echo(line, err=True), disable=quiet or None):
-        pass
+    job = runner.Run(elyra.load(path), run_dir, parameters=_params(params), jobs=jobs, resume=resume,
+                     timeout=timeout)
+    events = runner.with_progress(job, echo=lambda line: click.echo(line, err=True), disable=quiet or None)
+    try:
+        with lifecycle.stoppable(), contextlib.closing(events):
+            for _event in events:
+                pass
+    except lifecycle.Interrupted:
+        click.echo(f"resume with: nbplugins pipeline run {path} --resume --run-dir {job.run_dir}", err=True)
+        raise
     click.echo(f"{job.summary()}\nrecord: {job.record_path}\nreport: {job.run_dir / 'report.html'}", err=True)
     job.raise_for_status()
 
@@ -307,17 +348,19 @@ def main(argv: list[str] | None = None) -> None:
     start = time.monotonic()
     try:
         cli.main(args=args, prog_name="nbplugins", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("nbplugins: interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so Interrupted) into Abort
+        signal = exc.__cause__ if isinstance(exc.__cause__, lifecycle.Interrupted) else lifecycle.Interrupted(2)
+        click.echo(f"nbplugins: interrupted ({signal}); what finished is recorded", err=True)
+        sys.exit(signal.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("nbplugins: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signal = exc if isinstance(exc, lifecycle.Interrupted) else lifecycle.Interrupted(2)
+        click.echo(f"nbplugins: interrupted ({signal}); what finished is recorded", err=True)
+        sys.exit(signal.exit_code)
     except NbpluginsError as exc:
         if debug:
             raise

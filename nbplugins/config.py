@@ -3,7 +3,8 @@
 The file is ``~/.config/nbplugins/config.toml`` unless ``NBPLUGINS_CONFIG`` names another.
 Each section is a dataclass; a field's ``env`` metadata lists the environment variables that
 override it, and ``secret`` marks values registered with the scrubber. Unknown keys and
-wrong types are errors that name the file and the key.
+wrong types are errors that name the file, the section and the key (or the variable) and the
+expected type, never the value: a value in the wrong place may be a secret.
 """
 
 from __future__ import annotations
@@ -155,6 +156,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
 
 
+def _kind(value: Any) -> str:
+    """What a value is, never the value itself: a misplaced one may be a secret."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert ``value`` to the annotated type ``tp``; env strings are converted."""
     origin = typing.get_origin(tp)
@@ -172,18 +179,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a table, got {_kind(value)}")
         return {k: _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a list, got {_kind(value)}")
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a table, got {_kind(value)}")
         return build_section(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
@@ -208,8 +215,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is Any:
         return value
-    shown = "a secret value" if isinstance(value, str) else repr(value)
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {shown}")
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {_kind(value)}")
 
 
 def build_section(cls: type, table: dict[str, Any], where: str) -> Any:
@@ -257,6 +263,9 @@ def load(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | N
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not a text file (byte {exc.start} is not UTF-8); "
+                              "the config file is TOML text") from None
     elif path is not None or environ.get("NBPLUGINS_CONFIG"):
         raise ConfigError(f"{file}: config file not found")
     config = build_section(Config, table, str(file))

@@ -14,6 +14,7 @@ own interpreter and the pool's environment, and dies with the process that start
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
@@ -57,6 +58,7 @@ def _child(request: dict[str, Any]) -> None:
         os.setsid()
         _die_with_parent()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         if request.get("cwd"):
@@ -85,17 +87,26 @@ def serve(path: str) -> None:
 
     parent = os.getppid()  # not PR_SET_PDEATHSIG: it fires when the starting *thread* ends
     signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent, which stops us
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     os.chmod(path, 0o600)
     server.listen(16)
     print("ready", flush=True)
+    # the pipe that said "ready" is never read again: a kernel printing to it (ipykernel writes
+    # its connection info at every start) would block once 64 KiB filled it, about 160 kernels in
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
     server.settimeout(0.5)
     while True:
         try:
             conn, _ = server.accept()
         except TimeoutError:
-            if os.getppid() != parent:  # the process that started us is gone
+            if os.getppid() != parent:  # the process that started us is gone: leave nothing behind
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    os.rmdir(os.path.dirname(path))
                 os._exit(0)
             continue
         conn.settimeout(None)
@@ -157,6 +168,9 @@ class ForkServer:
     def __init__(self, python: str, flags: list[str], env: dict[str, str]) -> None:
         self.flags = flags  # interpreter flags of the kernelspec, given to the server too
         self.directory = tempfile.mkdtemp(prefix="nbplugins-fork-")
+        if len(self.directory) > 90 and os.path.isdir("/tmp"):  # sun_path holds 108 bytes
+            os.rmdir(self.directory)
+            self.directory = tempfile.mkdtemp(prefix="nbplugins-fork-", dir="/tmp")
         os.chmod(self.directory, 0o700)
         self.path = os.path.join(self.directory, "fork.sock")
         self.proc = subprocess.Popen(
@@ -164,6 +178,8 @@ class ForkServer:
              self.path], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if self.proc.stdout:
+            self.proc.stdout.close()
         if line.strip() != "ready":
             self.close()
             raise RuntimeError("the kernel fork server did not start")
@@ -260,6 +276,7 @@ def start_server(kernel_name: str, env: dict[str, str]) -> ForkServer | None:
         if server is None or server.proc.poll() is not None:
             server = ForkServer(python, spec.argv[1:_launcher_at(spec.argv)], env)
             ForkProvisioner.servers[python] = server
+            atexit.register(stop_server, server)  # a command that fails before its first run
     return server
 
 

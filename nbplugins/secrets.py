@@ -1,15 +1,17 @@
 """The one registry of live secret values and the one scrubber that removes them.
 
 Every token, refresh token, client secret and storage key nbplugins resolves is registered
-here; :func:`redact` replaces each, in its raw, base64 and URL-encoded forms, with a marker.
-Logs, exception messages, CLI output and executed notebooks all pass through it.
+here; :func:`redact` replaces each, in its raw, URL-encoded, hex and base64 forms (at any
+byte alignment, so inside ``Basic`` credentials too), with a marker, and masks the user
+information of every URL. Logs, exception messages, CLI output and executed notebooks all
+pass through it.
 
 A *secret reference* names a secret instead of holding it, so it can travel through
 notebooks, pipeline files and parameter tables safely; it is resolved only where it is used:
 
 ``@oidc``         the current OIDC access token (from :mod:`nbplugins.tokens`)
 ``@env:NAME``     the value of environment variable ``NAME`` in the resolving process
-``@file:PATH``    the contents of a file (for example a key file), stripped
+``@file:PATH``    the contents of a file (for example a key file), stripped; a regular file of at most 64 KiB
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import base64
 import logging
 import os
 import re
+import stat
 import threading
 import traceback
 import urllib.parse
@@ -27,19 +30,47 @@ from typing import Any
 REFERENCE = re.compile(r"^@(oidc|env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 MARKER = "***"
 MIN_LENGTH = 6  # shorter values would scrub ordinary words
+MAX_FILE_SIZE = 64 * 1024  # a token or key file is a few KiB; anything bigger is not one
+# the user information of a URL (scheme://user:password@host): credentials whether registered or not;
+# a password may hold "@" (greedy to the last one), a template ("{user}:{password}") is left alone,
+# and onedata://name@spaceId/ names a space, not a user
+_USERINFO = re.compile(r"(?<![A-Za-z0-9+.\-])(?!onedata://)([A-Za-z][A-Za-z0-9+.\-]*://)(?!\*\*\*@)[^\s/?#'\"<>{}\\]+@")
 
 _lock = threading.Lock()
 _values: dict[str, str] = {}  # form -> label
 _pattern: re.Pattern[str] | None = None
 
 
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """What base64 of ``raw`` looks like inside base64 of any longer byte string.
+
+    base64 turns each 3 bytes into 4 characters, so a secret preceded by 0, 1 or 2 other
+    bytes (``user:`` of a Basic credential, ``Bearer `` of an encoded header) encodes in
+    three different ways. For each alignment, the characters that also carry bits of a
+    neighbouring byte are dropped: ceil(8p/6) at the start, the partial one at the end.
+    What is left depends on the secret alone, whatever comes before or after it.
+    """
+    cores = set()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode()
+        core = encoded[-(-8 * shift // 6):8 * (shift + len(raw)) // 6]
+        cores |= {core, core.translate(_URLSAFE)}
+    return cores
+
+
 def _forms(value: str) -> set[str]:
+    """Every form of ``value`` to scrub: raw, URL-quoted, base64 (std and urlsafe, any
+    alignment, padded or not) and hex (lower and upper case)."""
     raw = value.encode()
-    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), raw.hex(), raw.hex().upper()}
     for enc in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         text = enc.decode()
         forms.add(text)
         forms.add(text.rstrip("="))
+    forms |= _base64_cores(raw)
     return {f for f in forms if len(f) >= MIN_LENGTH}
 
 
@@ -63,6 +94,12 @@ def registered_count() -> int:
     return len(_values)
 
 
+def registered_in(text: str) -> int:
+    """How many occurrences of registered secrets (any form) ``text`` holds; URLs' user parts aside."""
+    pattern = _pattern
+    return len(pattern.findall(text)) if pattern is not None and text else 0
+
+
 def clear() -> None:
     """Forget every registered value (tests only)."""
     global _pattern
@@ -72,19 +109,23 @@ def clear() -> None:
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with every registered secret (and its encodings) replaced by ``***``."""
-    pattern = _pattern
-    if pattern is None or not text:
-        return text
-    return pattern.sub(MARKER, text)
+    """Return ``text`` with every registered secret (and its encodings) replaced by ``***``,
+    and the user information of every URL too (``https://user:pass@host`` -> ``https://***@host``)."""
+    return redact_count(text)[0]
 
 
 def redact_count(text: str) -> tuple[str, int]:
     """Like :func:`redact` and also say how many occurrences were replaced."""
-    pattern = _pattern
-    if pattern is None or not text:
+    if not text:
         return text, 0
-    return pattern.subn(MARKER, text)
+    count = 0
+    pattern = _pattern
+    if pattern is not None:
+        text, count = pattern.subn(MARKER, text)
+    if "://" in text:
+        text, n = _USERINFO.subn(rf"\1{MARKER}@", text)
+        count += n
+    return text, count
 
 
 def redact_value(value: Any) -> tuple[Any, int]:
@@ -110,9 +151,10 @@ def redact_value(value: Any) -> tuple[Any, int]:
     return value, 0
 
 
-def redact_notebook(nb: Any) -> int:
+def redact_notebook(nb: Any, sources: bool = True) -> int:
     """Scrub a notebook in place (sources, outputs, tracebacks, all metadata); return the count.
 
+    ``sources=False`` leaves the cells' code as it is (a notebook that will run again).
     Works on ``nbformat.NotebookNode`` and plain dicts alike.
     """
     from nbformat import from_dict
@@ -122,8 +164,10 @@ def redact_notebook(nb: Any) -> int:
         nb["metadata"][key], n = redact_value(nb["metadata"][key])
         total += n
     for i, cell in enumerate(nb.get("cells", [])):
-        scrubbed, n = redact_value(dict(cell))
+        scrubbed, n = redact_value({k: v for k, v in cell.items() if sources or k != "source"})
         if n:
+            if not sources and "source" in cell:
+                scrubbed["source"] = cell["source"]
             nb["cells"][i] = from_dict(scrubbed)
             total += n
     if total:
@@ -141,12 +185,13 @@ class RedactingFilter(logging.Filter):
     """Logging filter that redacts the message, its arguments and any formatted traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _pattern is None:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # a broken format string must not lose the record
             message = str(record.msg)
+        has_exc = bool(record.exc_info and record.exc_info[0] is not None)
+        if _pattern is None and "://" not in message and not has_exc:
+            return True  # nothing registered and no URL that could carry credentials
         record.msg, record.args = redact(message), None
         if record.exc_info and record.exc_info[0] is not None:
             record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)))
@@ -200,26 +245,78 @@ def resolve_reference(what: str, reference: str) -> str:
         if not value:
             raise ValidationError(f"{what}: environment variable {arg} (from {reference}) is not set")
     else:
-        try:
-            with open(os.path.expanduser(arg)) as handle:
-                value = handle.read().strip()
-        except OSError as exc:
-            raise ValidationError(f"{what}: cannot read {arg} ({exc.strerror})") from None
+        value = (read_secret_file(arg, f"{what}: {arg}") or "").strip()
         if not value:
             raise ValidationError(f"{what}: {arg} is empty")
     register(value, what)
     return value
 
 
-def write_private(path: str | os.PathLike[str], text: str) -> None:
-    """Write a file readable by its owner only (0600), atomically, for tokens and keys."""
+def read_secret_file(path: str | os.PathLike[str], what: str, error: type[Exception] | None = None,
+                     missing_ok: bool = False) -> str | None:
+    """The text of a small secret file (a token or key file), read without blocking or filling memory.
+
+    Only a regular file of at most :data:`MAX_FILE_SIZE` bytes is read: it is opened with
+    ``O_NONBLOCK`` and checked with ``fstat`` before any read, so a FIFO, a device such as
+    ``/dev/zero`` or a huge file is refused at once. A problem raises ``error``
+    (:class:`~nbplugins.errors.ValidationError` unless given) with one line starting with
+    ``what``, which names the path. A missing file gives None when ``missing_ok``.
+    """
+    if error is None:
+        from nbplugins.errors import ValidationError as error
+    try:
+        fd = os.open(os.path.expanduser(os.fspath(path)), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise error(f"{what}: does not exist") from None
+    except PermissionError:
+        raise error(f"{what}: cannot read it (permission denied)") from None
+    except OSError as exc:
+        raise error(f"{what}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    try:
+        info = os.fstat(fd)
+        mode, size = info.st_mode, info.st_size
+        if stat.S_ISDIR(mode):
+            raise error(f"{what}: is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise error(f"{what}: is {kind}, not a regular file; secrets are read from regular files only")
+        chunks: list[bytes] = []
+        got = 0
+        while got <= MAX_FILE_SIZE and size <= MAX_FILE_SIZE:
+            chunk = os.read(fd, MAX_FILE_SIZE + 1 - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if size > MAX_FILE_SIZE or got > MAX_FILE_SIZE:
+            raise error(f"{what}: is {_size(max(size, got))}, too big for a token or key file "
+                        f"(at most {MAX_FILE_SIZE // 1024} KiB)")
+    except OSError as exc:
+        raise error(f"{what}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode()
+    except UnicodeDecodeError:
+        raise error(f"{what}: is not UTF-8 text, so not a token or key file") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{n / 1024:.0f} KiB"
+
+
+def write_private(path: str | os.PathLike[str], text: str | bytes) -> None:
+    """Write a file readable by its owner only (0600), atomically, for tokens and keys
+    (and reports: ``bytes`` are written as they are)."""
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)

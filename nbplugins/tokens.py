@@ -237,18 +237,10 @@ class FileSource(TokenSource):
     def fetch(self, force_refresh: bool = False) -> Token | None:
         if self.path is None:
             return None
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            if self.required:
-                raise TokenError(f"{self.describe()}: does not exist") from None
+        # a regular file of a few KiB only: a FIFO, /dev/zero or a huge file is refused at once
+        text = secrets.read_secret_file(self.path, self.describe(), TokenError, missing_ok=not self.required)
+        if text is None:
             return None
-        except IsADirectoryError:
-            raise TokenError(f"{self.describe()}: is a directory, not a token file") from None
-        except PermissionError:
-            raise TokenError(f"{self.describe()}: cannot read it (permission denied)") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TokenError(f"{self.describe()}: cannot read it ({describe(exc)})") from None
         if not text.strip():
             raise TokenError(f"{self.describe()}: is empty")
         return make_token(text, self.describe())
@@ -280,7 +272,13 @@ class EoscNodeSource(EgiNotebooksSource):
 
 
 class OidcAgentSource(TokenSource):
-    """oidc-agent, through liboidcagent or the ``oidc-token`` command."""
+    """oidc-agent, through liboidcagent or the ``oidc-token`` command.
+
+    The agent keeps and refreshes the token: asked for one valid ``min_valid`` more seconds
+    (an hour more when a refresh is forced), it refreshes when the one it holds is shorter.
+    Its expiry comes with the answer, so an opaque token expires too. A missing, dead or
+    restarted agent is one :class:`TokenError` line saying what to do.
+    """
 
     name = "oidc-agent"
     refreshable = True
@@ -297,29 +295,46 @@ class OidcAgentSource(TokenSource):
         return f"oidc-agent account {self.account!r}"
 
     def fetch(self, force_refresh: bool = False) -> Token | None:
+        # the agent refreshes when its token is valid for less than min_valid_period seconds:
+        # an hour more than the margin makes it refresh now
         min_valid = int(self.min_valid) + (3600 if force_refresh else 0)
+        hint = f"start oidc-agent, set OIDC_SOCK to its socket and load the account with: oidc-add {self.account}"
         try:
             import liboidcagent
         except ImportError:
             liboidcagent = None
+        expires_at: float | None = None
         if liboidcagent is not None:
             try:
-                value = liboidcagent.get_access_token(self.account, min_valid_period=min_valid,
-                                                      application_hint="nbplugins")
+                value, _, exp = liboidcagent.get_token_response(self.account, min_valid_period=min_valid,
+                                                                application_hint="nbplugins")
+            except liboidcagent.OidcAgentCryptError as exc:  # an answer cut short: the agent died mid-request
+                raise TokenError(f"{self.describe()}: the agent stopped answering ({_one_line(exc)}); {hint}") from None
             except liboidcagent.OidcAgentError as exc:
-                raise TokenError(f"{self.describe()}: {exc} (is oidc-agent running and OIDC_SOCK set?)") from None
+                raise TokenError(f"{self.describe()}: {_one_line(exc)} ({hint})") from None
+            except Exception as exc:  # liboidcagent lets a cut or garbled answer through unwrapped
+                raise TokenError(f"{self.describe()}: the agent stopped answering ({describe(exc)}); {hint}") from None
+            expires_at = float(exp) if isinstance(exp, (int, float)) and exp > 0 else None
         else:
             exe = shutil.which("oidc-token")
             if exe is None:
                 raise TokenError(f"{self.describe()}: neither liboidcagent nor oidc-token is installed")
-            proc = subprocess.run([exe, f"--time={min_valid}", self.account], capture_output=True,
-                                  text=True, timeout=30, env={**os.environ, "LANG": "C"})
+            try:
+                proc = subprocess.run([exe, f"--time={min_valid}", self.account], capture_output=True,
+                                      text=True, timeout=30, env={**os.environ, "LANG": "C"},
+                                      stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise TokenError(f"{self.describe()}: oidc-token did not answer within 30 s ({hint})") from None
             if proc.returncode != 0:
-                raise TokenError(f"{self.describe()}: oidc-token failed: {proc.stderr.strip()[:200]}")
+                raise TokenError(f"{self.describe()}: oidc-token failed: {_one_line(proc.stderr)[:200]} ({hint})")
             value = proc.stdout
         if not value or not value.strip():
             raise TokenError(f"{self.describe()}: the agent returned no token")
-        return make_token(value, self.describe())
+        return make_token(value, self.describe(), expires_at=expires_at)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split()) or "no message"
 
 
 class RefreshGrantSource(TokenSource):

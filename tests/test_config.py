@@ -64,3 +64,26 @@ def test_malformed_toml_and_missing_named_file_are_reported(tmp_path):
 def test_secret_settings_are_registered_with_the_scrubber(tmp_path, canary):
     config.load(write(tmp_path, f'[token]\nclient_secret = "{canary}"\n'))
     assert secrets.redact(canary) == "***"
+
+
+@pytest.mark.parametrize("table,key,expected", [
+    ('[token]\nclient_secret = ["{c}"]\n', "token.client_secret", "expected str, got a list"),
+    ('[token]\nrefresh_token = {{ value = "{c}" }}\n', "token.refresh_token", "expected str, got a table"),
+    ('[token]\nrefresh_margin = "{c}"\n', "token.refresh_margin", "expected float, got a string"),
+    ('[s3.lab]\nsecret_access_key = ["{c}", 1]\n', "s3.lab.secret_access_key", "expected str, got a list"),
+    ('[s3.lab]\nverify = ["{c}"]\n', "s3.lab.verify", "expected bool, got a list"),
+    ('[hubs]\nurls = ["{c}"]\n', "hubs.urls", "expected a table, got a list"),
+    ('[hubs.urls]\nlab = ["{c}"]\n', "hubs.urls.lab", "expected str, got a list"),
+])
+def test_type_errors_name_file_section_key_and_type_never_the_value(tmp_path, canary, table, key, expected):
+    path = write(tmp_path, table.format(c=canary))
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value) == f"{path}.{key}: {expected}"
+
+
+def test_type_errors_from_the_environment_never_echo_the_value(monkeypatch, canary):
+    monkeypatch.setenv("NBPLUGINS_TOKEN_REFRESH_MARGIN", canary)
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert str(info.value) == "environment variable NBPLUGINS_TOKEN_REFRESH_MARGIN: expected float, got a string"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
 import time
 
 import pytest
@@ -83,6 +86,56 @@ def test_unreadable_or_missing_token_file_is_reported(tmp_path):
         tokens.TokenResolver(TokenConfig(file=str(tmp_path))).get()
     with pytest.raises(TokenError, match="does not exist"):
         tokens.TokenResolver(TokenConfig(file=str(tmp_path / "nope"))).get()
+
+
+def _fetch_bounded(source: tokens.TokenSource, seconds: float = 5.0) -> tuple[BaseException | None, float]:
+    """Fetch in a thread: what it raised and how long it took; fails if it is still blocked."""
+    box: dict = {"error": None}
+
+    def run() -> None:
+        try:
+            source.fetch()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{source.describe()}: still blocked after {seconds} s"
+    return box["error"], time.monotonic() - started
+
+
+def test_a_fifo_as_token_file_is_refused_at_once_for_every_file_source(tmp_path, monkeypatch):
+    fifo = tmp_path / "egi" / "access_token"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    monkeypatch.setattr(tokens.EgiNotebooksSource, "default_path", str(fifo))
+    try:
+        for source in (tokens.FileSource(fifo), tokens.EgiNotebooksSource(tokens.EgiNotebooksSource.default_path)):
+            error, _ = _fetch_bounded(source)
+            assert isinstance(error, TokenError), error
+            assert str(error) == (f"{source.describe()}: is a FIFO, not a regular file; "
+                                  "secrets are read from regular files only")
+    finally:
+        with contextlib.suppress(OSError):  # a reader blocked on the FIFO gets end-of-file
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_device_or_an_oversized_token_file_is_refused_in_one_line(tmp_path):
+    for device in ("/dev/null", "/dev/zero"):  # /dev/zero would fill memory
+        error, _ = _fetch_bounded(tokens.FileSource(device))
+        assert str(error) == (f"token file {device}: is a device, not a regular file; "
+                              "secrets are read from regular files only")
+    path = tmp_path / "access_token"
+    path.write_text("t" * (secrets.MAX_FILE_SIZE + 1))
+    error, _ = _fetch_bounded(tokens.FileSource(path))
+    assert isinstance(error, TokenError) and f"token file {path}: is 64 KiB, too big" in str(error)
+    with open(path, "r+b") as handle:
+        handle.truncate(20 << 20)  # 20 MiB: minutes and gigabytes when it was read and registered
+    error, seconds = _fetch_bounded(tokens.FileSource(path))
+    assert str(error) == f"token file {path}: is 20.0 MiB, too big for a token or key file (at most 64 KiB)"
+    assert seconds < 1 and secrets.registered_count() == 0
 
 
 def test_expired_token_is_skipped_for_a_valid_one_and_refused_alone(monkeypatch, tmp_path, make_jwt):

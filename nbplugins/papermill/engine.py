@@ -15,10 +15,10 @@ papermill's default engine in four ways:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,22 @@ def _rewrite_injected_cell(nb: nbformat.NotebookNode, kernel_name: str, language
     return env
 
 
+def _refuse_unknown_parameters(nb: nbformat.NotebookNode, kwargs: dict[str, Any]) -> None:
+    """Refuse, before a kernel starts, parameters the notebook does not declare.
+
+    papermill only warns (papermill issue #818); ``papermill --engine nbplugins`` fails the
+    way sweeps and pipelines do, naming the declared parameters. ``allow_unknown=True`` (an
+    engine keyword, popped here) skips it; :func:`execute` passes it after its own check.
+    Papermill's own ``PAPERMILL_*`` path parameters (``--inject-paths``) are always allowed.
+    """
+    if kwargs.pop("allow_unknown", False):
+        return
+    given = nb.metadata.get("papermill", {}).get("parameters") or {}
+    source = kwargs.get("input_path") or nb.metadata.get("papermill", {}).get("input_path") or "the notebook"
+    parameters.check(nb, {k: v for k, v in given.items() if not k.startswith("PAPERMILL_")}, source=str(source),
+                     hint="remove them, or declare them in the parameters cell")
+
+
 class NbpluginsEngine(NBClientEngine):
     """Papermill engine: credentials in the kernel environment, scrubbed outputs, per-run cwd."""
 
@@ -95,6 +111,7 @@ class NbpluginsEngine(NBClientEngine):
     def execute_notebook(cls, nb: nbformat.NotebookNode, kernel_name: str, output_path: str | None = None,
                          progress_bar: bool = True, log_output: bool = False,
                          autosave_cell_every: int = 30, **kwargs: Any) -> nbformat.NotebookNode:
+        _refuse_unknown_parameters(nb, kwargs)
         secrets.install_log_redaction()
         nb_man = ScrubbingExecutionManager(nb, output_path=output_path, progress_bar=progress_bar,
                                            log_output=log_output, autosave_cell_every=autosave_cell_every)
@@ -112,54 +129,113 @@ class NbpluginsEngine(NBClientEngine):
                                  start_timeout: int = 60, execution_timeout: float | None = None,
                                  kernel_cwd: str | None = None, kernel_env: Mapping[str, str] | None = None,
                                  km: Any = None, credentials: Mapping[str, str] | None = None,
-                                 **kwargs: Any) -> nbformat.NotebookNode:
+                                 run_timeout: float | None = None, **kwargs: Any) -> nbformat.NotebookNode:
         language = cls.nb_language(nb_man.nb)
         secret_env = _rewrite_injected_cell(nb_man.nb, kernel_name, language)
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
-        keeper = None
-        if credentials is None and km is None:
-            keeper = kernels.TokenKeeper()
-            credentials = {**kernels.s3_environment(), **keeper.start()}
-        env = kernels.kernel_environment({**(kernel_env or {}), **secret_env}, credentials or {})
         final_kwargs = merge_kwargs(
             kwargs, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
-            log=logging.getLogger("papermill"), log_output=log_output, stdout_file=stdout_file,
-            stderr_file=stderr_file,
+            log=logging.getLogger("papermill"), log_output=log_output,
+            stdout_file=_Scrubbed.wrap(stdout_file), stderr_file=_Scrubbed.wrap(stderr_file),
         )
         if kernel_cwd is not None:
             final_kwargs["resources"] = {"metadata": {"path": str(kernel_cwd)}}
-        owned = scratch = None
-        if km is None:
-            if keeper is None:
-                scratch = tempfile.mkdtemp(prefix="nbplugins-kernel-")
-            owned = kernels.new_kernel_manager(kernel_name, keeper.directory if keeper else scratch)
-            km = owned
-        client = PapermillNotebookClient(nb_man, km=km, **final_kwargs)
-        try:
-            if km.has_kernel:
+        with contextlib.ExitStack() as stack:
+            if km is None:  # one kernel for this notebook, started here and stopped below
+                if credentials is None:
+                    credentials = stack.enter_context(kernels.credentials())
+                env = kernels.kernel_environment({**(kernel_env or {}), **secret_env}, credentials)
+                scratch = kernels.socket_directory()
+                stack.callback(shutil.rmtree, scratch, True)
+                km = kernels.start_kernel(kernel_name, scratch, cwd=str(kernel_cwd) if kernel_cwd else None, env=env)
+            stack.callback(kernels.stop_kernel, km)  # the engine runs one notebook per kernel
+            watchdog = kernels.Watchdog(km, run_timeout)
+            stack.callback(watchdog.cancel)
+            client = PapermillNotebookClient(nb_man, km=km, **final_kwargs)
+            try:
                 return client.execute()
-            return client.execute(env=env, cwd=str(kernel_cwd) if kernel_cwd else None)
-        finally:
-            if client.kc is not None:  # nbclient leaves the channels open on a kernel it does not own
-                client.kc.stop_channels()
-                client.kc = None
-            if owned is not None or km.has_kernel:
-                kernels.stop_kernel(km)
-            if keeper is not None:
-                keeper.stop()
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+            except Exception:
+                if watchdog.fired:
+                    where = nb_man.nb.metadata.get("papermill", {}).get("input_path") or "the notebook"
+                    raise ExecutionError(f"{where}: stopped after the run's {run_timeout:g} s timeout") from None
+                raise
+            finally:
+                if client.kc is not None:  # nbclient leaves the channels open on a kernel it does not own
+                    client.kc.stop_channels()
+                    client.kc = None
 
 
-def _load(input_path: str) -> nbformat.NotebookNode:
-    from papermill.iorw import load_notebook_node
+class _Scrubbed:
+    """A text stream that scrubs secrets from what the kernel writes (``--stdout-file``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    @classmethod
+    def wrap(cls, stream: Any) -> Any:
+        return None if stream is None else cls(stream)
+
+    def write(self, text: str) -> int:
+        return self._stream.write(secrets.redact(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def _not_a_notebook(doc: Any) -> str | None:
+    """What makes parsed JSON something other than a notebook document, or None."""
+    if not isinstance(doc, dict):
+        return f"its JSON is {_JSON_KINDS.get(type(doc), type(doc).__name__)}, not an object with cells and metadata"
+    cells, metadata = doc.get("cells", []), doc.get("metadata", {})
+    if not isinstance(metadata, dict):
+        return "its metadata is not an object"
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        return "its cells are not a list of objects"
+    return None
+
+
+def _load(input_path: str, kernel_name: str | None = None) -> nbformat.NotebookNode:
+    """The notebook at ``input_path`` as papermill loads it (``metadata.papermill``, cell tags).
+
+    Refuses, with one line naming the file, what is not a notebook and a notebook that names
+    no kernel (no ``metadata.kernelspec``) when ``kernel_name`` gives none: papermill could
+    not run it.
+    """
+    import json
+
+    from papermill.iorw import papermill_io
+    from papermill.version import version
 
     try:
-        return load_notebook_node(input_path)
+        text = papermill_io.read(input_path)
     except FileNotFoundError:
         raise ExecutionError(f"{input_path}: notebook not found") from None
-    except (ValueError, nbformat.ValidationError) as exc:
+    except UnicodeDecodeError:
+        raise ExecutionError(f"{input_path}: not a valid notebook (not UTF-8 text)") from None
+    try:
+        problem = _not_a_notebook(json.loads(text))
+    except ValueError as exc:
+        raise ExecutionError(f"{input_path}: not a valid notebook (not JSON: {exc})") from None
+    if problem:
+        raise ExecutionError(f"{input_path}: not a valid notebook ({problem})")
+    try:
+        nb = nbformat.reads(text, as_version=4)
+        nb = nbformat.v4.upgrade(nb) or nb
+    except (ValueError, TypeError, KeyError, AttributeError, nbformat.ValidationError) as exc:
         raise ExecutionError(f"{input_path}: not a valid notebook ({exc})") from None
+    if not (kernel_name or nb.metadata.get("kernelspec", {}).get("name")):
+        raise ExecutionError(f"{input_path}: the notebook names no kernel (no kernelspec in its metadata): "
+                             "open it in Jupyter, choose a kernel and save it")
+    nb.metadata.setdefault("papermill", {"default_parameters": {}, "parameters": {}, "environment_variables": {},
+                                         "version": version})
+    for cell in nb.cells:  # as papermill.iorw.load_notebook_node does
+        cell.metadata.setdefault("tags", [])
+        cell.metadata.setdefault("papermill", {})
+    return nb
 
 
 def execute(
@@ -176,12 +252,14 @@ def execute(
     km: Any = None,
     credentials: Mapping[str, str] | None = None,
     execution_timeout: float | None = None,
+    timeout: float | None = None,
 ) -> nbformat.NotebookNode:
     """Execute one notebook with the nbplugins engine; thread-safe, one kernel per call.
 
     ``cwd`` is the kernel's working directory (default: the notebook's folder for local
     notebooks). ``km`` is a started kernel from a :class:`~.kernels.KernelPool`;
     ``credentials`` an environment from :func:`~.kernels.credentials` shared by many runs.
+    ``timeout`` bounds the whole run (seconds); ``execution_timeout`` each cell, as in papermill.
     Raises :class:`ExecutionError` naming the failing cell after the scrubbed output is saved.
     """
     from papermill import execute_notebook
@@ -190,7 +268,7 @@ def execute(
     source = os.fspath(input_path)
     target = os.fspath(output_path) if output_path is not None else None
     params = dict(parameters or {})
-    nb = _load(source)
+    nb = _load(source, kernel_name)
     from nbplugins.papermill import parameters as params_mod
 
     params_mod.check(nb, params, source=source, allow_unknown=allow_unknown)
@@ -201,6 +279,7 @@ def execute(
             source, target, parameters=params, engine_name="nbplugins", kernel_name=kernel_name,
             progress_bar=progress, log_output=log_output, kernel_cwd=os.fspath(cwd) if cwd else None,
             kernel_env=dict(env or {}), km=km, credentials=credentials, execution_timeout=execution_timeout,
+            run_timeout=timeout, allow_unknown=True,  # checked above
         )
     except PapermillExecutionError as exc:
         raise ExecutionError(

@@ -8,10 +8,16 @@ read it. Hub token files are passed through as they are: the hub keeps them fres
 
 Kernels use the IPC transport: no TCP ports to race for (papermill issue #511) and no
 unencrypted TCP traffic.
+
+Every kernel manager shares one ZeroMQ context, and every start and stop runs on one event
+loop in one thread (:class:`KernelRuntime`): a thousand runs leave no event loop, context or
+socket behind, and an interrupted run can stop every live kernel at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -20,11 +26,12 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
+import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager as KernelManager
-from jupyter_core.utils import run_sync
 
 from nbplugins import forkserver, secrets, tokens
 from nbplugins.errors import NbpluginsError
@@ -127,6 +134,101 @@ def kernel_environment(extra: Mapping[str, str] | None, credentials: Mapping[str
     return env
 
 
+T = TypeVar("T")
+
+#: Longest Unix socket path (sun_path holds 108 bytes with its NUL), less a kernel's own name.
+_SOCKET_ROOM = 107 - len("/kernel-0123456789ab-ipc-65535")
+
+
+def socket_directory(prefix: str = "nbplugins-kernels-") -> str:
+    """A private temporary folder for kernels' IPC sockets, short enough for the socket paths.
+
+    A deep ``TMPDIR`` (pytest's, a hub's per-user one) would otherwise fail every kernel with
+    "File name too long"; then the folder goes under ``/tmp``.
+    """
+    directory = tempfile.mkdtemp(prefix=prefix)
+    if len(directory) > _SOCKET_ROOM and os.path.isdir("/tmp"):
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(directory, 0o700)
+    return directory
+
+
+
+class KernelRuntime:
+    """The one owner of the event loop and ZeroMQ context behind every kernel of this process.
+
+    jupyter_client's synchronous wrappers make an event loop per calling thread and each
+    manager makes its own ZeroMQ context; a process that starts kernels from many threads
+    leaks both until the garbage collector runs (a sweep died at run 160 of 200 of it).
+    Here kernels start and stop as coroutines on one loop thread, and the runtime remembers
+    every live kernel so an interrupted run can stop them all.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._context: zmq.asyncio.Context | None = None
+        self.live: set[KernelManager] = set()
+
+    @property
+    def context(self) -> zmq.asyncio.Context:
+        """The ZeroMQ context every kernel manager and client of this process uses."""
+        with self._lock:
+            if self._context is None or self._context.closed:
+                self._context = zmq.asyncio.Context()
+            return self._context
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, daemon=True, name="nbplugins-kernels").start()
+            return self._loop
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the runtime's loop; the future resolves from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._running_loop())  # type: ignore[arg-type]
+
+    def call(self, coro: Awaitable[T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the runtime's loop and wait for its result."""
+        return self.submit(coro).result(timeout)
+
+    async def start(self, km: KernelManager, cwd: str | None, env: Mapping[str, str]) -> KernelManager:
+        self.live.add(km)
+        try:
+            await km.start_kernel(cwd=cwd, env=dict(env))
+        except BaseException:
+            await self.stop(km)
+            raise
+        return km
+
+    async def stop(self, km: KernelManager) -> None:
+        with contextlib.suppress(Exception):
+            await km.shutdown_kernel(now=True)
+        with contextlib.suppress(Exception):
+            await km.cleanup_resources()
+        self.live.discard(km)
+
+    async def alive(self, km: KernelManager) -> bool:
+        return bool(await km.is_alive())
+
+    def stop_all(self, timeout: float = 10) -> int:
+        """Stop every live kernel (an interrupted run); returns how many there were."""
+        kms = list(self.live)
+        if kms:
+            async def stop_them() -> None:
+                await asyncio.gather(*(self.stop(km) for km in kms))
+
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                self.call(stop_them(), timeout)
+        return len(kms)
+
+
+#: The process's one kernel runtime.
+runtime = KernelRuntime()
+
+
 def new_kernel_manager(kernel_name: str, directory: str | os.PathLike[str], fork: bool = False) -> KernelManager:
     """A kernel manager on the IPC transport with its sockets in a private directory.
 
@@ -135,23 +237,47 @@ def new_kernel_manager(kernel_name: str, directory: str | os.PathLike[str], fork
     connection = Path(directory) / f"kernel-{uuid.uuid4().hex[:12]}.json"
     specs = forkserver.ForkingKernelSpecManager() if fork else forkserver.LeanKernelSpecManager()
     return KernelManager(kernel_name=kernel_name, transport="ipc", connection_file=str(connection),
-                         kernel_spec_manager=specs)
+                         kernel_spec_manager=specs, context=runtime.context)
 
 
 def start_kernel(kernel_name: str, directory: str | os.PathLike[str], *, cwd: str | None,
                  env: Mapping[str, str], fork: bool = False) -> KernelManager:
     """Start one kernel with ``cwd`` and ``env`` and return its manager."""
     km = new_kernel_manager(kernel_name, directory, fork=fork)
-    run_sync(km.start_kernel)(cwd=cwd, env=dict(env))
-    return km
+    return runtime.call(runtime.start(km, cwd, env))
 
 
 def stop_kernel(km: KernelManager) -> None:
     """Shut a kernel down at once and remove its connection and socket files."""
-    with contextlib.suppress(Exception):
-        run_sync(km.shutdown_kernel)(now=True)
-    with contextlib.suppress(Exception):
-        run_sync(km.cleanup_resources)()
+    with contextlib.suppress(concurrent.futures.TimeoutError):
+        runtime.call(runtime.stop(km), timeout=30)
+
+
+def is_alive(km: KernelManager) -> bool:
+    """Whether a started kernel's process still runs."""
+    return runtime.call(runtime.alive(km), timeout=30)
+
+
+class Watchdog:
+    """Stops a kernel once ``seconds`` have passed: a run's deadline (``--timeout``)."""
+
+    def __init__(self, km: KernelManager, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._timer: threading.Timer | None = None
+        if seconds:
+            self._timer = threading.Timer(seconds, self._fire, args=(km,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self, km: KernelManager) -> None:
+        self.fired = True
+        stop_kernel(km)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join()
 
 
 class ForkServers:
@@ -183,6 +309,38 @@ class ForkServers:
             self._servers.clear()
 
 
+#: Memory set aside per kernel when deciding how many can run at once.
+KERNEL_MEMORY = 256 * 2**20
+
+
+def usable_jobs(jobs: int) -> int:
+    """``jobs``, or fewer if this machine cannot hold that many kernels at once (said in the log).
+
+    The ceiling is four kernels per core (runs wait on I/O as much as on the CPU) and what
+    the available memory holds at :data:`KERNEL_MEMORY` each.
+    """
+    cores = os.cpu_count() or 1
+    available = _available_memory() or cores * 4 * KERNEL_MEMORY
+    ceiling = max(1, min(4 * cores, available // KERNEL_MEMORY))
+    if jobs > ceiling:
+        log.warning("-j %d is more kernels than this machine holds (%d cores, %.1f GiB free): using -j %d",
+                    jobs, cores, available / 2**30, ceiling)
+        return ceiling
+    return max(1, jobs)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux's MemAvailable), None if unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+_CLOSED: Any = object()
+
+
 class KernelPool:
     """Kernels started ahead of need, all alike (kernel, cwd, env); each is used for one run.
 
@@ -198,8 +356,8 @@ class KernelPool:
         self.env = dict(env)
         self.size = max(1, size)
         self.total = total  # kernels ever needed: no spare is started past it
-        self.directory = tempfile.mkdtemp(prefix="nbplugins-pool-")
-        self._ready: queue.Queue[KernelManager | BaseException] = queue.Queue()
+        self.directory = socket_directory("nbplugins-pool-")
+        self._ready: queue.Queue[Any] = queue.Queue()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._spawned = 0
@@ -218,32 +376,36 @@ class KernelPool:
             if self._closed.is_set() or (self.total is not None and self._spawned >= self.total):
                 return
             self._spawned += 1
-        threading.Thread(target=self._start_one, daemon=True, name="nbplugins-kernel-start").start()
+        km = new_kernel_manager(self.kernel_name, self.directory, fork=self.fork)
+        runtime.submit(runtime.start(km, self.cwd, self.env)).add_done_callback(self._started)
 
-    def _start_one(self) -> None:
-        try:
-            km = start_kernel(self.kernel_name, self.directory, cwd=self.cwd, env=self.env, fork=self.fork)
-        except BaseException as exc:  # handed to the taker, who reports it
-            self._ready.put(exc)
+    def _started(self, future: concurrent.futures.Future[KernelManager]) -> None:
+        error = future.exception()
+        if error is not None:  # handed to the taker, who reports it
+            self._ready.put(error)
+        elif self._closed.is_set():
+            runtime.submit(runtime.stop(future.result()))
         else:
-            if self._closed.is_set():
-                stop_kernel(km)
-            else:
-                self._ready.put(km)
+            self._ready.put(future.result())
 
     def take(self) -> KernelManager:
         """A started kernel; a replacement starts at once (up to ``total``)."""
-        item = self._ready.get()
-        self._spawn()
-        if isinstance(item, BaseException):
-            raise NbpluginsError(f"kernel {self.kernel_name!r} did not start: {item}")
-        if not run_sync(item.is_alive)():  # died while waiting: start another in its place
-            stop_kernel(item)
+        while True:
+            if self._closed.is_set():
+                raise NbpluginsError("the run was stopped before its kernel started")
+            item = self._ready.get()
+            if item is _CLOSED:
+                self._ready.put(_CLOSED)  # for the other takers
+                continue
+            self._spawn()
+            if isinstance(item, BaseException):
+                raise NbpluginsError(f"kernel {self.kernel_name!r} did not start: {item}")
+            if is_alive(item):
+                return item
+            stop_kernel(item)  # died while waiting: start another in its place
             with self._lock:
                 self._spawned -= 1
             self._spawn()
-            return self.take()
-        return item
 
     def close(self) -> None:
         """Stop every idle kernel and the ones still starting."""
@@ -255,6 +417,7 @@ class KernelPool:
                 break
             if isinstance(item, KernelManager):
                 stop_kernel(item)
+        self._ready.put(_CLOSED)  # wakes a taker still waiting
         self._forks.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -273,3 +436,45 @@ def credentials() -> Iterator[dict[str, str]]:
         yield {**s3_environment(), **keeper.start()}
     finally:
         keeper.stop()
+
+
+def require_kernel(name: str, where: str | None = None) -> None:
+    """Refuse, in one line, a kernel no installed kernelspec provides.
+
+    Called once before a sweep or pipeline starts its runs: without it, every run fails on
+    its own, each with a kernel-start traceback. ``where`` (a notebook path) starts the line.
+    """
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    from nbplugins.errors import ExecutionError
+
+    at = f"{where}: " if where else ""
+    specs = forkserver.LeanKernelSpecManager()
+    try:
+        specs.get_kernel_spec(name)
+    except NoSuchKernel:
+        installed = ", ".join(sorted(specs.find_kernel_specs())) or "none"
+        raise ExecutionError(f"{at}no kernel named {name!r} is installed (installed: {installed}); install it, "
+                             "or open the notebook in Jupyter and choose one of these") from None
+    except (OSError, ValueError) as exc:  # a kernel.json that is not JSON, or unreadable
+        raise ExecutionError(f"{at}the kernelspec of kernel {name!r} is unreadable ({exc})") from None
+
+
+def require_notebook_kernels(notebooks: Iterable[str | os.PathLike[str]], kernel_name: str | None = None) -> None:
+    """:func:`require_kernel` for each notebook's kernel; ``kernel_name`` overrides them all, and
+    a notebook that names none runs ``python3`` (as the pipeline runner does)."""
+    if kernel_name:
+        require_kernel(kernel_name)
+        return
+    import json
+
+    checked: set[str] = set()
+    for path in notebooks:
+        try:
+            name = json.loads(Path(path).read_bytes())["metadata"]["kernelspec"]["name"]
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable ones fail validation on their own
+            name = None
+        name = name if isinstance(name, str) and name else "python3"
+        if name not in checked:
+            require_kernel(name, where=os.fspath(path))
+            checked.add(name)

@@ -52,8 +52,10 @@ def declared(nb: Any, kernel_name: str | None = None) -> dict[str, Any]:
 
     for cell in nb.cells:  # papermill expects every cell to have a tags list
         cell.setdefault("metadata", {}).setdefault("tags", [])
+    # without a kernelspec, the language names papermill's translator just as well
+    name = kernel_name or _kernel_or_language(nb)
     try:
-        found = _infer_parameters(nb, name=kernel_name)
+        found = _infer_parameters(nb, name=name)
     except Exception:  # a language papermill cannot inspect: nothing known
         return {}
     return {p.name: _type_name(p.inferred_type_name, p.default) for p in found}
@@ -73,17 +75,26 @@ def has_parameters_cell(nb: Any) -> bool:
     return any("parameters" in cell.get("metadata", {}).get("tags", []) for cell in nb.cells)
 
 
-def check(nb: Any, parameters: Mapping[str, Any], *, source: str, allow_unknown: bool = False) -> None:
+def _kernel_or_language(nb: Any) -> str | None:
+    metadata = nb.get("metadata", {})
+    return metadata.get("kernelspec", {}).get("name") or metadata.get("language_info", {}).get("name")
+
+
+def check(nb: Any, parameters: Mapping[str, Any], *, source: str, allow_unknown: bool = False,
+          hint: str = "use --allow-unknown to pass them anyway") -> None:
     """Refuse parameters the notebook does not declare, listing the ones it does."""
     if not parameters or allow_unknown or not has_parameters_cell(nb):
         return
+    if not _kernel_or_language(nb):  # not "declares: none": nothing says how to read the cell
+        raise ValidationError(f"{source}: names no kernel or language in its metadata, so its parameters "
+                              "cannot be read: open it in Jupyter, choose a kernel and save it")
     known = declared(nb)
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         names = ", ".join(sorted(known)) or "none"
         raise ValidationError(
             f"{source}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-            f"(the parameters cell declares: {names}; use --allow-unknown to pass them anyway)"
+            f"(the parameters cell declares: {names}; {hint})"
         )
 
 

@@ -30,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from nbplugins import paths
 from nbplugins.errors import ValidationError
 from nbplugins.pipelines.model import KINDS, PARAM_REF, Node, Parameter, Pipeline, stable_id
 from nbplugins.secrets import is_reference
@@ -161,7 +162,7 @@ def write(pipeline: Pipeline, path: str | os.PathLike[str]) -> Path:
     text = dumps(pipeline)
     schema_errors(json.loads(text), raise_first=True, where=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(paths.temp_name(path.name, f".tmp{os.getpid()}"))
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
@@ -305,8 +306,11 @@ def read(path: str | os.PathLike[str]) -> Pipeline:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise ValidationError(f"{path}: pipeline file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path}: not a text file (byte {exc.start} is not UTF-8); "
+                              "a .pipeline file is JSON text") from None
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
     if isinstance(doc, dict) and doc.get("version") != SCHEMA_VERSION:
@@ -402,7 +406,8 @@ def issues(pipeline: Pipeline, *, check_files: bool = True) -> list[str]:
     for node in pipeline.nodes:
         at = f"node {node.label!r}"
         if node.label in labels:
-            found.append(f"{at}: label used by two nodes (labels name run folders and must be unique)")
+            found.append(f"{at}: label used by two nodes (the run record and its report name nodes by label; "
+                         "rename one)")
         labels[node.label] = node.id
         for parent in node.depends_on:
             if parent not in ids:
@@ -425,6 +430,8 @@ def issues(pipeline: Pipeline, *, check_files: bool = True) -> list[str]:
                 found.append(f"{at}: parameter {name!r} references undefined pipeline parameter {ref.group(1)!r}")
         if not K8S_NAME.match(pipeline.secret_name):
             found.append(f"pipeline: secret name {pipeline.secret_name!r} is not a valid Kubernetes name")
+        bad_paths = node.path_problems()
+        found.extend(bad_paths.values())
         if not check_files:
             continue
         path = pipeline.path_of(node)
@@ -432,6 +439,8 @@ def issues(pipeline: Pipeline, *, check_files: bool = True) -> list[str]:
             found.append(f"{at}: file not found: {node.filename} (resolved to {path})")
             continue
         for dep in node.dependencies:
+            if dep in bad_paths:
+                continue
             pattern = str(path.parent / dep)
             if not (glob.glob(pattern) if any(c in dep for c in "*?[") else os.path.exists(pattern)):
                 found.append(f"{at}: dependency {dep!r} not found next to {node.filename}")

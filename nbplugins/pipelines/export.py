@@ -17,6 +17,9 @@ it gets wrong:
   pipeline parameters (passed to the containers as environment variables) and the injected
   cell reads them from there, so ``--param`` works on Kubeflow at submit time too. Airflow has
   no pipeline parameters in Elyra: their values (defaults or ``--param``) are baked in;
+* the staged node files are scrubbed before Elyra archives and uploads them: credentials in
+  notebook outputs and metadata are replaced (the notebooks on disk are left as they are); a
+  credential in code or in any other file refuses the export, naming the node;
 * the exported text is scanned for every credential value before it is moved into place.
 
 Airflow: ``elyra-pipeline export`` writes the DAG file locally and pushes nothing (only
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,12 +43,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nbplugins import secrets
+from nbplugins import paths, secrets
 from nbplugins.errors import ConfigError, ExecutionError, ValidationError
 from nbplugins.pipelines import elyra
 from nbplugins.pipelines.model import PARAM_REF, Pipeline
 from nbplugins.pipelines.runner import _copy, _matches, resolve_parameters
 from nbplugins.secrets import is_reference, resolve_reference
+
+log = logging.getLogger(__name__)
 
 TARGETS = {"kfp": ("kfp", "KUBEFLOW_PIPELINES", "yaml"), "airflow": ("airflow", "APACHE_AIRFLOW", "py")}
 RUNTIME_NAME = "nbplugins-export"
@@ -166,18 +172,67 @@ def _bake(source: Path, target: Path, cell_source: str) -> None:
     nbformat.write(nb, str(target))
 
 
+_SCAN_CHUNK, _SCAN_OVERLAP = 8 << 20, 256 << 10  # bytes; the overlap outlasts any form of a secret
+
+
+def _holds_secret(path: Path) -> bool:
+    """Whether a file holds a registered secret in any form (read in overlapping chunks)."""
+    tail = ""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_SCAN_CHUNK):
+            text = tail + chunk.decode("latin-1")  # byte for byte: ASCII forms match in any file
+            if secrets.registered_in(text):
+                return True
+            tail = text[-_SCAN_OVERLAP:]
+    return False
+
+
+def _scrub_node(folder: Path, label: str) -> int:
+    """Scrub the staged copy of a node's files before Elyra archives and uploads them.
+
+    Notebooks lose every credential in their outputs and metadata (an old output holding a
+    token); code cannot be scrubbed without breaking the node, so a secret in a notebook's
+    source or in any other file refuses the export, naming the node and the file.
+    """
+    import nbformat
+
+    total = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        nb = None
+        if path.suffix == ".ipynb":
+            with contextlib.suppress(Exception):  # not a readable notebook: scanned like any other file
+                nb = nbformat.read(str(path), as_version=4)
+        if nb is not None:
+            if any(secrets.registered_in("".join(cell.get("source", ""))) for cell in nb.cells):
+                raise ValidationError(f"node {label!r}: {rel} holds a credential value in its code; read it "
+                                      "from a secret reference (@env:NAME, @file:PATH, @oidc) instead")
+            count = secrets.redact_notebook(nb, sources=False)
+            if count:
+                scrubbed = path.with_name(f".{path.name}.scrubbed")
+                nbformat.write(nb, str(scrubbed))
+                os.replace(scrubbed, path)  # a new file: never writes through a link to the original
+                log.warning("node %r: scrubbed %d credential value(s) from the outputs of %s before upload "
+                            "(the notebook on disk still holds them: clear its outputs)", label, count, rel)
+                total += count
+        elif _holds_secret(path):
+            raise ValidationError(f"node {label!r}: {rel} holds a credential value; remove it before exporting")
+    return total
+
+
 def stage(pipeline: Pipeline, workspace: Path, target: str, values: Mapping[str, Any]) -> Path:
     """Write a self-contained copy of the pipeline for Elyra to export; returns its .pipeline path."""
     staged = copy.deepcopy(pipeline)
     staged.base_dir = workspace
     kfp = target == "kfp"
+    folders = pipeline.folders()  # the same safe, unique names as the runner's node folders
     for node, original in zip(staged.nodes, pipeline.nodes, strict=True):
         src = pipeline.path_of(original)
-        folder = workspace / "nodes" / re.sub(r"[^A-Za-z0-9_.-]", "_", node.label)
+        folder = workspace / "nodes" / folders[node.label]
         folder.mkdir(parents=True)
         for dep in node.dependencies:
             for path in _matches(src.parent, dep, recursive=node.include_subdirectories):
-                _copy(path, folder / path.relative_to(src.parent))
+                _copy(path, paths.inside(folder, path.relative_to(src.parent), f"node {node.label!r}: dependencies entry"))
         node.filename = f"nodes/{folder.name}/{src.name}"
         extra_secrets: list[dict[str, str]] = []
         if node.kind != "notebook":
@@ -204,6 +259,7 @@ def stage(pipeline: Pipeline, workspace: Path, target: str, values: Mapping[str,
                     else:
                         literal[name] = values[name]
             _bake(src, folder / src.name, _injected_source(literal, from_env, secret_env))
+        _scrub_node(folder, node.label)  # before Elyra archives and uploads the folder
         node.parameters = {}
         known = {s["env_var"] for s in node.kubernetes_secrets}
         node.kubernetes_secrets += [s for s in extra_secrets if s["env_var"] not in known]
@@ -251,6 +307,9 @@ def export(path: str | os.PathLike[str], target: str, output: str | os.PathLike[
     if not elyra.K8S_NAME.match(cos_secret):
         raise ValidationError(f"cos secret {cos_secret!r} is not a valid Kubernetes secret name")
     storage = storage_settings(s3_profile)
+    from nbplugins.papermill.kernels import SECRET_ENV
+
+    secrets.environ_secrets(SECRET_ENV)  # tokens and keys of this session, for the scrub and the leak check
     for node in pipeline.nodes:  # resolve env secrets only to learn their values for the leak check
         for value in pipeline.env_of(node).values():
             if is_reference(value):
@@ -285,7 +344,7 @@ def export(path: str | os.PathLike[str], target: str, output: str | os.PathLike[
         if count:
             raise ExecutionError(f"refusing to write {out}: Elyra's export contains {count} credential value(s)")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp_out = out.with_name(paths.temp_name(out.name, f".tmp{os.getpid()}"))
         tmp_out.write_text(text)
         os.replace(tmp_out, out)
     return out

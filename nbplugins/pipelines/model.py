@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbplugins import paths
 from nbplugins.errors import ValidationError
 
 #: Elyra's generic operations by file kind, and the kind each file suffix selects.
@@ -91,6 +92,27 @@ class Node:
         """Elyra's operation name for this node's kind."""
         return OPS[self.kind]
 
+    @property
+    def timeout(self) -> float | None:
+        """Seconds the node may run locally (``timeout`` in the spec), None for no limit."""
+        value = self.extra.get("timeout")
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+    def path_problems(self) -> dict[str, str]:
+        """Dependencies and outputs a run refuses (absolute, climbing with ``..``), by value.
+
+        Each message names the node and the field; ``validate`` reports them and the runner
+        never sees them (it validates first), so both refuse exactly the same paths.
+        """
+        problems: dict[str, str] = {}
+        for name, values in (("dependencies", self.dependencies), ("outputs", self.outputs)):
+            for value in values:
+                try:
+                    paths.check_relative(value, f"node {self.label!r}: {name} entry")
+                except ValidationError as exc:
+                    problems.setdefault(value, str(exc))
+        return problems
+
 
 @dataclass
 class Pipeline:
@@ -124,6 +146,10 @@ class Pipeline:
 
     def by_id(self) -> dict[str, Node]:
         return {n.id: n for n in self.nodes}
+
+    def folders(self, previous: dict[str, str] | None = None) -> dict[str, str]:
+        """Each node's folder name by label (run and export folders): safe and unique, never the label itself."""
+        return paths.folder_names([n.label for n in self.nodes], previous)
 
     def path_of(self, node: Node) -> Path:
         """The absolute path of a node's file."""

@@ -5,13 +5,16 @@ Where Elyra's local runtime runs nodes one at a time and executes each notebook 
 
 * runs every node whose parents have succeeded, up to ``jobs`` at once;
 * never touches the pipeline's files: each node runs in its own folder
-  ``<run_dir>/nodes/<label>/``, holding the executed notebook (or the script and its log);
+  ``<run_dir>/nodes/<folder>/``, holding the executed notebook (or the script and its log);
+  the folder name is derived from the node's label (:func:`nbplugins.paths.folder_names`),
+  which is a display name and never a path; a new run goes only into a new or empty folder;
 * stages into that folder what the node would see on Kubeflow Pipelines or Airflow: its
-  ``dependencies`` (paths relative to its file, globs allowed) and the declared ``outputs``
+  ``dependencies`` (paths relative to its file, globs allowed, never absolute or climbing
+  with ``..``, as ``validate`` checks) and the declared ``outputs``
   of every node it depends on, directly or not. Files flow between nodes only when declared
   as outputs, exactly as after an export; Elyra's local runtime, which runs all notebooks of
   a folder in that folder, hides a missing declaration until the pipeline runs on a cluster.
-  Absolute paths, ``s3://`` and ``onedata://`` URLs work unchanged;
+  Absolute paths, ``s3://`` and ``onedata://`` URLs in parameters work unchanged;
 * gives each notebook its papermill parameters and pipeline parameters (``--param``, which
   Elyra supports on Kubeflow only), and each node its environment (pipeline parameters it
   uses are also set as environment variables, as Elyra does on Kubeflow); env values such
@@ -46,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from nbplugins import secrets
+from nbplugins import paths, secrets
 from nbplugins.errors import ExecutionError, NbpluginsError, ValidationError
 from nbplugins.pipelines import elyra
 from nbplugins.pipelines.model import PARAM_REF, Node, Pipeline
@@ -176,8 +179,11 @@ class Run:
 
     def __init__(self, pipeline: Pipeline, run_dir: str | os.PathLike[str] | None = None, *,
                  parameters: Mapping[str, Any] | None = None, jobs: int = 2, resume: bool = False,
-                 kernel_name: str | None = None, warm: bool = True) -> None:
+                 kernel_name: str | None = None, warm: bool = True, timeout: float | None = None) -> None:
         elyra.validate(pipeline)
+        from nbplugins.papermill import kernels  # once here, not a failed kernel start per node
+
+        kernels.require_notebook_kernels([pipeline.path_of(n) for n in pipeline.nodes if n.kind == "notebook"], kernel_name)
         self.pipeline = pipeline
         self.jobs = max(1, int(jobs))
         self.kernel_name = kernel_name
@@ -186,6 +192,8 @@ class Run:
         self.record_path = self.run_dir / RECORD
         self.name = f"{pipeline.name}-{stamp}"
         previous = self._previous(resume)
+        recorded = {label: rec.get("folder") for label, rec in previous["nodes"].items()} if previous else None
+        self.folders = pipeline.folders(recorded)  # node label -> folder under nodes/; a resumed run keeps its own
         if previous is not None and not parameters:
             parameters = previous.get("parameters") or {}
         self.values = resolve_parameters(pipeline, parameters)
@@ -196,6 +204,8 @@ class Run:
         self.record = self._new_record(previous)
         self._lock = threading.Lock()
         self.warm = warm
+        self.timeout = timeout  # seconds per node; a node's own ``timeout`` wins
+        self._scripts: set[subprocess.Popen[str]] = set()
         self._warm_pool: ThreadPoolExecutor | None = None
         self._warm_kernels: dict[str, Any] = {}
         self._credentials: dict[str, str] | None = None
@@ -212,20 +222,37 @@ class Run:
         return ", ".join(f"{k}: {old.get(k)!r} -> {self.values.get(k)!r}" for k in keys)
 
     def _previous(self, resume: bool) -> dict[str, Any] | None:
+        """The record to resume, or None for a new run; refuses a folder that holds anything else.
+
+        A run empties and writes folders and files in ``run_dir``: a new run goes only into a
+        new or empty folder, and ``resume`` only into a run folder of this very pipeline.
+        """
         exists = self.record_path.exists()
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ValidationError(f"{self.run_dir} is a file; choose another --run-dir")
         if not resume:
             if exists:
                 raise ValidationError(f"{self.run_dir} already holds a run; pass --resume to continue it "
                                       "or choose another --run-dir")
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                raise ValidationError(f"{self.run_dir} is not empty and is not a run folder (no {RECORD}); "
+                                      "choose a new --run-dir (nothing in it was changed)")
             return None
         if not exists:
-            raise ValidationError(f"{self.run_dir}: no {RECORD} to resume from")
+            raise ValidationError(f"{self.run_dir}: no {RECORD} to resume from; --resume continues a run folder "
+                                  "of this pipeline, or choose a new --run-dir")
         try:
             previous = json.loads(self.record_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValidationError(f"{self.record_path}: unreadable run record ({exc})") from None
+        if not isinstance(previous, dict) or not isinstance(previous.get("nodes"), dict) \
+                or not all(isinstance(rec, dict) for rec in previous["nodes"].values()):
+            raise ValidationError(f"{self.record_path}: not a run record of nbplugins; choose a new --run-dir")
+        if previous.get("pipeline") != self.pipeline.name:
+            raise ValidationError(f"{self.record_path}: a run of pipeline {previous.get('pipeline')!r}, not of "
+                                  f"{self.pipeline.name!r}; resume needs a run folder of the same pipeline")
         labels = {n.label for n in self.pipeline.nodes}
-        if set(previous.get("nodes", {})) != labels:
+        if set(previous["nodes"]) != labels:
             raise ValidationError(f"{self.record_path}: the run recorded other nodes than {self.pipeline.where} has; "
                                   "resume needs the same pipeline")
         self.name = previous.get("run_name", self.name)
@@ -239,7 +266,7 @@ class Run:
             old = (previous or {}).get("nodes", {}).get(node.label, {})
             keep = old.get("status") in DONE
             nodes[node.label] = {
-                "id": node.id, "file": node.filename, "kind": node.kind,
+                "id": node.id, "file": node.filename, "kind": node.kind, "folder": self.folders[node.label],
                 "depends_on": [labels[d] for d in node.depends_on],
                 "status": "reused" if keep else "pending",
                 "start": old.get("start") if keep else None, "end": old.get("end") if keep else None,
@@ -272,13 +299,16 @@ class Run:
     # -- one node --------------------------------------------------------------------------
 
     def node_dir(self, node: Node) -> Path:
-        return self.run_dir / "nodes" / node.label
+        """The node's folder: ``nodes/<name>`` with a safe name derived from its label (never the label)."""
+        return self.run_dir / "nodes" / self.folders[node.label]
 
     def _stage(self, node: Node, workdir: Path) -> None:
-        """Put the node's dependencies and every ancestor's declared outputs into its folder."""
-        workdir.mkdir(parents=True, exist_ok=True)
-        for old in workdir.iterdir():  # empty it, but keep the folder: a warm kernel may sit in it
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        """Put the node's dependencies and every ancestor's declared outputs into its folder.
+
+        Every copy is planned and checked (its source inside its folder, links followed) before
+        the folder is emptied; every destination stays inside the folder.
+        """
+        copies: list[tuple[Path, Path, str]] = []  # (source, path relative to workdir, what)
         source_dir = self.pipeline.path_of(node).parent
         for dep in node.dependencies:
             found = _matches(source_dir, dep, recursive=node.include_subdirectories)
@@ -287,14 +317,21 @@ class Run:
             for path in found:
                 if path.is_dir() and not node.include_subdirectories and any(c in dep for c in "*?["):
                     continue
-                _copy(path, workdir / path.relative_to(source_dir))
+                copies.append((path, path.relative_to(source_dir), f"node {node.label!r}: dependencies entry"))
         ids = self.pipeline.by_id()
         for ancestor in self.pipeline.ancestors(node.id):
             parent = ids[ancestor]
             parent_dir = self.node_dir(parent)
+            what = f"node {parent.label!r}: outputs entry"
             for pattern in parent.outputs:
                 for path in _matches(parent_dir, pattern):
-                    _copy(path, workdir / path.relative_to(parent_dir))
+                    rel = path.relative_to(parent_dir)
+                    copies.append((paths.inside(parent_dir, rel, what), rel, what))
+        workdir.mkdir(parents=True, exist_ok=True)
+        for old in workdir.iterdir():  # empty it, but keep the folder: a warm kernel may sit in it
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        for source, rel, what in copies:
+            _copy(source, paths.inside(workdir, rel, what))
 
     def _env(self, node: Node) -> dict[str, str]:
         from nbplugins.secrets import is_reference, resolve_reference
@@ -358,8 +395,9 @@ class Run:
             found = _matches(workdir, pattern)
             if not found:
                 raise ExecutionError(f"node {node.label!r}: declared output {pattern!r} was not produced")
-            for path in found:
-                outputs.append({"path": str(path.relative_to(self.run_dir)), "bytes": path.stat().st_size})
+            for path in found:  # an output that is a link out of the folder is not the node's to hand on
+                path = paths.inside(workdir, path.relative_to(workdir), f"node {node.label!r}: outputs entry")
+                outputs.append({"path": path.relative_to(self.run_dir).as_posix(), "bytes": path.stat().st_size})
         return outputs
 
     def _execute(self, node: Node) -> dict[str, Any]:
@@ -380,31 +418,52 @@ class Run:
             result["output_notebook"] = str(target.relative_to(self.run_dir))
             kernel = self._kernel_of(nb)
             km = self._take_warm(node)
-            try:
-                execute(str(source), str(target), params, cwd=str(workdir), env=env, kernel_name=kernel,
-                        km=km, credentials=self._credentials if km is not None else None)
-            finally:
-                if km is not None:
-                    from nbplugins.papermill import kernels
-
-                    kernels.stop_kernel(km)
+            execute(str(source), str(target), params, cwd=str(workdir), env=env, kernel_name=kernel,
+                    km=km, credentials=self._credentials if km is not None else None,
+                    timeout=node.timeout or self.timeout)
         else:
             target = workdir / source.name
             shutil.copy2(source, target)
             argv = [sys.executable, target.name] if node.kind == "python" else ["Rscript", target.name]
             log = workdir / f"{source.stem}.log"
             result["log"] = str(log.relative_to(self.run_dir))
-            try:
-                proc = subprocess.run(argv, cwd=workdir, env={**os.environ, **env}, capture_output=True,
-                                      text=True, stdin=subprocess.DEVNULL)
-            except FileNotFoundError:
-                raise ExecutionError(f"node {node.label!r}: {argv[0]} is not installed") from None
+            proc = self._script(node, argv, workdir, env)
             secrets.write_private(log, secrets.redact(proc.stdout + proc.stderr))
             if proc.returncode != 0:
                 last = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
                 raise ExecutionError(f"{source.name} exited with {proc.returncode}: {secrets.redact(last[0])[:300]}")
         result["outputs"] = self._collect_outputs(node, workdir)
         return result
+
+    def _script(self, node: Node, argv: list[str], workdir: Path, env: Mapping[str, str]
+                ) -> subprocess.CompletedProcess[str]:
+        """Run a script node, stopped at its timeout or when the run is interrupted."""
+        try:
+            proc = subprocess.Popen(argv, cwd=workdir, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        except FileNotFoundError:
+            raise ExecutionError(f"node {node.label!r}: {argv[0]} is not installed") from None
+        self._scripts.add(proc)
+        timeout = node.timeout or self.timeout
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ExecutionError(f"node {node.label!r}: stopped after its {timeout:g} s timeout") from None
+        finally:
+            self._scripts.discard(proc)
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    def _stop_everything(self) -> None:
+        """An interrupted run: end every kernel and script now, so the workers return."""
+        from nbplugins.papermill import kernels
+
+        for proc in list(self._scripts):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        kernels.runtime.stop_all()
 
     def _worker(self, node: Node, events: queue.Queue[tuple[Node, Event, dict[str, Any]]]) -> None:
         start = time.time()
@@ -426,14 +485,13 @@ class Run:
 
     def _setup_warm(self, stack: contextlib.ExitStack) -> None:
         """One token keeper for the whole run, and a thread that starts kernels ahead of need."""
-        import tempfile
 
         from nbplugins.papermill import kernels
 
         self._credentials = stack.enter_context(kernels.credentials())
         self._forks = kernels.ForkServers()  # warm kernels are forks: milliseconds, not a second
         stack.callback(self._forks.close)
-        self._kernel_dir = tempfile.mkdtemp(prefix="nbplugins-kernels-")
+        self._kernel_dir = kernels.socket_directory()
         stack.callback(shutil.rmtree, self._kernel_dir, True)
         if self.warm:
             self._warm_pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nbplugins-warm")
@@ -514,6 +572,7 @@ class Run:
                             yield Event("skipped", ids[nid].label, error=why)
         except BaseException:
             self.record["status"] = "interrupted"
+            self._stop_everything()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

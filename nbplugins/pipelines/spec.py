@@ -39,7 +39,7 @@ _TOP = {"name", "description", "runtime_image", "env", "parameters", "nodes", "s
         "mounted_volumes"}
 _NODE = {"notebook", "script", "file", "parameters", "env", "after", "outputs", "dependencies",
          "include_subdirectories", "runtime_image", "description", "pipeline_parameters", "kubernetes_secrets",
-         "mounted_volumes", "cpu", "memory", "gpu"}
+         "mounted_volumes", "cpu", "memory", "gpu", "timeout"}
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -77,6 +77,10 @@ def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ValidationError(f"{path}: spec file not found") from None
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a spec is YAML text") from None
     except yaml.YAMLError as exc:
         raise ValidationError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     return _mapping(doc, str(path))
@@ -138,7 +142,10 @@ def from_spec(doc: dict[str, Any], spec_dir: str | os.PathLike[str], out_dir: st
             ref = PARAM_REF.match(value) if isinstance(value, str) else None
             if ref and ref.group(1) not in uses:
                 uses.append(ref.group(1))
-        extra = {k: ndef[k] for k in ("mounted_volumes", "cpu", "memory", "gpu") if k in ndef}
+        extra = {k: ndef[k] for k in ("mounted_volumes", "cpu", "memory", "gpu", "timeout") if k in ndef}
+        timeout = extra.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+            raise ValidationError(f"{at}: timeout must be a number of seconds above 0, got {type(timeout).__name__}")
         pipeline.nodes.append(Node(
             id=ids[label], label=str(label), filename=Path(rel).as_posix(),
             runtime_image=ndef.get("runtime_image"),

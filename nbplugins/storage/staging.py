@@ -35,8 +35,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from nbplugins import storage
-from nbplugins.errors import Cancelled, NbpluginsError, StorageError, TransientError
+from nbplugins import paths, storage
+from nbplugins.errors import (
+    Cancelled,
+    NbpluginsError,
+    StorageError,
+    TransientError,
+    ValidationError,
+)
 from nbplugins.retry import Retry, describe, is_transient
 from nbplugins.storage import Location
 
@@ -61,7 +67,9 @@ class Event:
     ``kind``: ``plan`` (totals known), ``skip`` (already at the destination), ``bytes``
     (``size`` bytes moved), ``file`` (one file published and verified), ``retry`` (a
     checksum mismatch re-sent a file), ``delete`` (a file the source does not have, removed
-    by a mirroring sync), ``manifest`` (manifest written), ``done`` (totals).
+    by a mirroring sync), ``keep`` (a different file at the destination, left alone because
+    the transfer does not clobber), ``manifest`` (manifest written), ``done`` (totals). A
+    ``file`` event's ``message`` is ``replaced`` when it overwrote a different file.
     """
 
     kind: str
@@ -79,6 +87,8 @@ class Summary:
     bytes: int = 0
     skipped: int = 0
     skipped_bytes: int = 0
+    replaced: int = 0  # files that were at the destination, differed, and were overwritten
+    kept: int = 0  # files that were at the destination, differed, and were left alone (no clobber)
     deleted: int = 0
     seconds: float = 0.0
     manifest: str | None = None
@@ -173,6 +183,7 @@ class Entry:
     result_part_size: int | None = None
     result_xxh3: str | None = None
     attempts: int = 0
+    replaces: bool = False  # a different file is at the destination and this one overwrites it
 
 
 def _clean(etag: Any) -> str | None:
@@ -189,11 +200,21 @@ def _clean_xxh3(value: Any) -> str | None:
 
 
 def _safe_rel(rel: str, where: str) -> str:
-    """A relative path with no ``..``, absolute or empty part; else a StorageError."""
+    """A relative path that names one file inside the destination; else a StorageError.
+
+    Refuses absolute paths, ``..``, NUL and empty or ``.`` parts (``a//b``, ``q/.``): an S3
+    key can be any string, a local file name cannot. Called for every file of the plan before
+    anything is written.
+    """
     rel = rel.replace("\\", "/")
-    parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("..", "") for p in parts) or ":" in parts[0][1:2]:
-        raise StorageError(f"{where}: path {rel!r} escapes the destination; nothing was transferred")
+    try:
+        paths.check_relative(rel, "path")
+    except ValidationError as exc:
+        raise StorageError(f"{where}: {exc}: it escapes the destination; nothing was transferred") from None
+    try:
+        paths.check_relative(rel, "path", strict=True)
+    except ValidationError as exc:
+        raise StorageError(f"{where}: {exc}; nothing was transferred") from None
     return rel
 
 
@@ -563,10 +584,15 @@ class _LocalDest:
             os.makedirs(directory, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StorageError(f"{directory}: a file is in the way where a directory is expected") from None
+        except OSError as exc:  # a read-only destination, a full disk
+            raise _disk_error(directory, exc) from None
         if os.path.isdir(target):
             raise StorageError(f"{target}: a directory is in the way where a file is expected")
-        tmp = os.path.join(directory, f".{os.path.basename(target)}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        tmp = os.path.join(directory, paths.temp_name(os.path.basename(target), f"{TMP_MARK}{uuid.uuid4().hex[:8]}"))
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise _disk_error(directory, exc) from None
         job.handle = (fd, tmp)
         try:
             os.ftruncate(fd, job.entry.size)
@@ -591,7 +617,10 @@ class _LocalDest:
         job.handle = (None, tmp)
         if os.path.getsize(tmp) != job.entry.size:
             raise ChecksumMismatch(f"{job.entry.dest}: size {os.path.getsize(tmp)}, expected {job.entry.size}")
-        os.replace(tmp, job.entry.dest)
+        try:
+            os.replace(tmp, job.entry.dest)
+        except OSError as exc:
+            raise _disk_error(job.entry.dest, exc) from None
 
     def read_back(self, job: _Job) -> Callable[[int, int], bytes]:
         """pread from the temporary file (the ordered whole-file MD5 reads parts back from the page cache)."""
@@ -797,7 +826,7 @@ class _FsspecDest:
 
     def tmp_name(self, target: str) -> str:
         head, name = posixpath.split(target)
-        return posixpath.join(head, f".{name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+        return posixpath.join(head, paths.temp_name(name, f"{TMP_MARK}{uuid.uuid4().hex[:8]}"))
 
     def abort(self, job: _Job) -> None:
         if job.handle:
@@ -819,10 +848,14 @@ class _Transfer:
 
     def __init__(self, src: Location, dest: Location, *, concurrency: int | None, part_size: int | None,
                  retry: Retry | None, cancel: threading.Event | None, write_manifest: bool,
-                 delete: bool = False) -> None:
+                 delete: bool = False, clobber: bool = True) -> None:
         self.src, self.dest = src, dest
         self.delete = delete
+        self.clobber = clobber
         s3 = dest.s3 or src.s3
+        for what, value in (("part size", part_size), ("concurrency", concurrency)):
+            if value is not None and value < 0:  # refused here, not retried part after part
+                raise StorageError(f"{what} {value}: must be a positive number; nothing was transferred")
         self.concurrency = concurrency or (s3.concurrency if s3 else 8)
         self.part_size = part_size or (s3.part_size if s3 else 16 * CHUNK)
         if self.part_size < 5 * CHUNK and dest.scheme == "s3":
@@ -851,7 +884,7 @@ class _Transfer:
         for rel, path, size, etag, part in listed:
             if is_dir and rel == MANIFEST:
                 continue
-            rel = _safe_rel(rel, self.src.url) if is_dir else rel
+            rel = _safe_rel(rel, self.src.url) if dest_is_dir else rel
             known = manifest.get(rel)
             xxh3 = None
             if isinstance(known, dict) and known.get("size") == size:
@@ -861,11 +894,12 @@ class _Transfer:
             if etag and "-" in etag and not part:
                 part = guess_part_size(size, etag)
             dest = self.dest.join(rel) if dest_is_dir else self.dest.path
-            if self.dest.is_local:
-                root = os.path.realpath(self.dest.path if dest_is_dir else os.path.dirname(dest) or ".")
-                real = os.path.realpath(dest)
-                if dest_is_dir and not real.startswith(root + os.sep):
-                    raise StorageError(f"{self.src.url}: path {rel!r} escapes the destination; nothing was transferred")
+            if self.dest.is_local and dest_is_dir:  # links followed: a folder that links out is refused too
+                try:
+                    paths.inside(self.dest.path, rel, "path")
+                except ValidationError as exc:
+                    raise StorageError(f"{self.src.url}: {exc}: it escapes the destination; "
+                                       "nothing was transferred") from None
             entries.append(Entry(rel, path, dest, size, etag, part, xxh3))
             seen.add(rel)
         for entry in entries:  # "a" as a file and "a/b" below it cannot both exist
@@ -874,6 +908,10 @@ class _Transfer:
                 if parent in seen:
                     raise StorageError(f"{self.src.url}: {parent!r} is both a file and a directory; nothing was transferred")
                 parent = posixpath.dirname(parent)
+        if is_dir and not entries:  # a wrong prefix, or a set whose files are gone
+            only = any(rel == MANIFEST for rel, *_ in listed)
+            raise StorageError(f"{self.src.url}: holds {'only ' + MANIFEST + ' and ' if only else ''}no files to "
+                               "transfer; check the path (nothing was transferred)")
         return entries, is_dir
 
     def _dest_is_dir(self) -> bool:
@@ -1111,7 +1149,7 @@ class _Transfer:
         entry.result_xxh3 = whole if job.whole_name == "xxh3" else entry.xxh3 if got is not None else None
         self.jobs.discard(job)
         self.finished.append(entry)
-        self.emit(Event("file", entry.rel, entry.size, 1))
+        self.emit(Event("file", entry.rel, entry.size, 1, "replaced" if entry.replaces else ""))
         return []
 
     def _mismatch(self, job: _Job, message: str) -> list[Callable[[], Any]]:
@@ -1170,7 +1208,7 @@ class _Transfer:
         entry.result_part_size = job.part_size if job.parts > 1 else None
         self.emit(Event("bytes", entry.rel, entry.size))
         self.finished.append(entry)
-        self.emit(Event("file", entry.rel, entry.size, 1))
+        self.emit(Event("file", entry.rel, entry.size, 1, "replaced" if entry.replaces else ""))
         return []
 
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
@@ -1197,16 +1235,23 @@ class _Transfer:
             raise StorageError(f"{self.src.url}: --delete mirrors a directory; the source is a single file")
         have = self.existing(entries)
         dest_manifest = _read_manifest(self.dest, self.retry) if is_dir and have else {}
-        todo, skipped = [], []
+        todo, skipped, kept = [], [], []
         for entry in entries:
-            if self.unchanged(entry, have.get(entry.dest), dest_manifest):
+            there = have.get(entry.dest)
+            if self.unchanged(entry, there, dest_manifest):
                 skipped.append(entry)
+            elif there is not None and not self.clobber:
+                kept.append(entry)  # not the source's bytes: left out of the manifest too
             else:
+                entry.replaces = there is not None
                 todo.append(entry)
         total = sum(e.size for e in todo)
-        yield Event("plan", "", total, len(todo), f"{len(skipped)} already at the destination")
+        yield Event("plan", "", total, len(todo), f"{len(skipped)} already at the destination"
+                    + (f", {len(kept)} different ones kept" if kept else ""))
         for entry in skipped:
             yield Event("skip", entry.rel, entry.size, 1)
+        for entry in kept:
+            yield Event("keep", entry.rel, entry.size, 1, "differs from the source; kept (no clobber)")
         self.jobs: set[_Job] = set()
         self.finished: list[Entry] = list(skipped)
         ready: dict[str, deque[Callable[[], Any]]] = {}  # parts waiting, by file
@@ -1336,21 +1381,26 @@ def _retryable(exc: BaseException) -> bool:
 def transfer(src: str, dest: str, *, profile: str | None = None, src_profile: str | None = None,
              dest_profile: str | None = None, concurrency: int | None = None, part_size: int | None = None,
              retry: Retry | None = None, cancel: threading.Event | None = None,
-             manifest: bool = True, delete: bool = False) -> Iterator[Event]:
+             manifest: bool = True, delete: bool = False, clobber: bool = True) -> Iterator[Event]:
     """Copy a file or a directory tree from ``src`` to ``dest`` (any two storage URLs).
 
     ``delete``: afterwards, remove the files under ``dest`` that ``src`` does not have, so
     ``dest`` mirrors ``src`` (only once every file arrived; a failed transfer deletes nothing).
+    A file at ``dest`` that differs is replaced (``Summary.replaced`` counts them); with
+    ``clobber=False`` it is left alone (``Summary.kept``).
     """
     src_loc = storage.locate(src, src_profile or profile)
     dest_loc = storage.locate(dest, dest_profile or profile)
     job = _Transfer(src_loc, dest_loc, concurrency=concurrency, part_size=part_size, retry=retry,
-                    cancel=cancel, write_manifest=manifest, delete=delete)
+                    cancel=cancel, write_manifest=manifest, delete=delete, clobber=clobber)
     return job.run()
 
 
 def get(src: str, dest: str, **options: Any) -> Iterator[Event]:
-    """Download ``src`` (s3://, onedata://) to the local path ``dest``, skipping what is there."""
+    """Download ``src`` (s3://, onedata://) to the local path ``dest``, skipping what is there.
+
+    Local files that differ are replaced and counted; ``clobber=False`` keeps them instead.
+    """
     if storage.split_url(dest)[0] != "file":
         raise StorageError(f"{dest}: get downloads to a local path; use sync between two remote URLs")
     return transfer(src, dest, **options)
@@ -1391,6 +1441,7 @@ def run(events: Iterator[Event], *, progress: bool = True, out: Any = None) -> S
                     bar.update(event.size)
             elif event.kind == "file":
                 summary.files += 1
+                summary.replaced += event.message == "replaced"
                 if files_bar is not None:
                     files_bar.update(1)
             elif event.kind == "skip":
@@ -1398,6 +1449,8 @@ def run(events: Iterator[Event], *, progress: bool = True, out: Any = None) -> S
                 summary.skipped_bytes += event.size
             elif event.kind == "retry":
                 log.warning("%s", event.message)
+            elif event.kind == "keep":
+                summary.kept += 1
             elif event.kind == "delete":
                 summary.deleted += 1
             elif event.kind == "manifest":

@@ -98,3 +98,79 @@ def test_export_refuses_an_existing_file_and_missing_storage(exporting, run_cli,
     code, _, err = run_cli("pipeline", "export", str(exporting / "pipelines" / "flagship.pipeline"),
                            "--to", "kfp", "-o", str(tmp_path / "new.yaml"), "--bucket", "b")
     assert code == 1 and "object storage endpoint" in err and not (tmp_path / "new.yaml").exists()
+
+
+def _members(archives: dict[str, bytes]) -> dict[str, bytes]:
+    """Every file inside every node archive, decompressed."""
+    files = {}
+    for key, blob in archives.items():
+        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    files[f"{key}/{member.name}"] = tar.extractfile(member).read()
+    return files
+
+
+def test_node_notebooks_are_scrubbed_before_upload_and_the_originals_kept(exporting, moto, run_cli, canary,
+                                                                          tmp_path, caplog):
+    import base64
+
+    import nbformat
+
+    token = canary + "-token"  # the value of STATION_API_TOKEN, an @env: secret of the pipeline
+    basic = base64.b64encode(f"station:{token}".encode()).decode()
+    source = exporting / "templates" / "prepare_table.ipynb"
+    nb = nbformat.read(str(source), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+    code[0].outputs = [  # what an earlier interactive run left behind
+        nbformat.v4.new_output("stream", name="stdout", text=f"token {token}\nAuthorization: Basic {basic}\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": repr(canary.encode().hex())}, execution_count=3),
+        nbformat.v4.new_output("error", ename="Err", evalue=f"http://key:{canary}@s3.example.org/ refused",
+                               traceback=[f"s3fs secret={canary}"]),
+    ]
+    nb.metadata["last_run"] = {"aws_secret": canary}
+    nbformat.write(nb, str(source))
+    before = source.read_bytes()
+    out = tmp_path / "flagship.yaml"
+    code_, _, err = run_cli("pipeline", "export", str(exporting / "pipelines" / "flagship.pipeline"),
+                            "--to", "kfp", "-o", str(out), "--bucket", "pipelines")
+    assert code_ == 0, err
+    # seven: the URL's password is one, its user part another
+    assert "node 'prepare': scrubbed 7 credential value(s) from the outputs of prepare_table.ipynb" in caplog.text
+    assert source.read_bytes() == before  # the user's notebook is not touched
+    files = _members(_archives(moto.url))
+    staged = json.loads(next(v for k, v in files.items() if k.endswith("/prepare_table.ipynb")))
+    assert any("***" in "".join(o.get("text", "")) for c in staged["cells"] for o in c.get("outputs", []))
+    hexed = canary.encode().hex()
+    for name, blob in files.items():
+        text = blob.decode("latin-1")
+        assert canary not in text and basic not in text and hexed not in text.lower(), name
+    exported = out.read_text()
+    assert canary not in exported and hexed not in exported and basic not in exported
+
+
+@pytest.mark.parametrize("where", ["code", "dependency"])
+def test_a_secret_in_node_code_or_files_refuses_the_export_before_any_upload(exporting, moto, run_cli, canary,
+                                                                            tmp_path, where):
+    import nbformat
+
+    if where == "code":
+        source = exporting / "templates" / "summarize_table.ipynb"
+        nb = nbformat.read(str(source), as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell(f'key = "{canary}"'))
+        nbformat.write(nb, str(source))
+        expected = "node 'summary': summarize_table.ipynb holds a credential value in its code"
+    else:
+        with open(exporting / "templates" / "data" / "measurements.csv", "a") as handle:
+            handle.write(f"# uploaded by {canary}\n")
+        expected = "node 'prepare': data/measurements.csv holds a credential value; remove it before exporting"
+    out = tmp_path / "flagship.yaml"
+    code, _, err = run_cli("pipeline", "export", str(exporting / "pipelines" / "flagship.pipeline"),
+                           "--to", "kfp", "-o", str(out), "--bucket", "pipelines")
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"nbplugins: error: {expected}"), err
+    assert canary not in err and not out.exists()
+    s3 = boto3.client("s3", endpoint_url=moto.url, aws_access_key_id="x", aws_secret_access_key="y",
+                      region_name="us-east-1")
+    assert "pipelines" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}  # nothing was uploaded

@@ -137,7 +137,7 @@ def test_resume_with_other_parameters_is_refused(workspace, run_cli):
     path = _diamond(workspace, workspace / "absent")
     run_dir = workspace / "run"
     run_dir.mkdir()
-    (run_dir / "run.json").write_text(json.dumps({"parameters": {"scale": 2}, "nodes": dict.fromkeys(
+    (run_dir / "run.json").write_text(json.dumps({"pipeline": "diamond", "parameters": {"scale": 2}, "nodes": dict.fromkeys(
         ("prepare", "left", "right", "join", "lone"), {"status": "failed"})}))
     code, _, err = run_cli("pipeline", "run", str(path), "--run-dir", str(run_dir), "--resume", "-p", "scale=3", "-q")
     assert code == 1 and "different parameters (scale: 2 -> 3)" in err

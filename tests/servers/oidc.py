@@ -46,3 +46,16 @@ def login(issuer: str, sub: str, client_id: str = "nbplugins", client_secret: st
 def revoke(issuer: str, sub: str) -> None:
     """Revoke every access and refresh token of ``sub`` at the provider."""
     requests.post(f"{issuer}/users/{urllib.parse.quote(sub)}/revoke-tokens", timeout=10).raise_for_status()
+
+
+def register_client(issuer: str, scope: str = "openid offline_access") -> tuple[str, str]:
+    """Register a client by dynamic registration, allowed ``scope``; returns (client_id, client_secret).
+
+    The provider's default clients are not allowed ``offline_access``, which oidc-agent always
+    asks for in its refresh grants.
+    """
+    response = requests.post(f"{issuer}/oauth2/clients", json={"redirect_uris": [REDIRECT_URI], "scope": scope},
+                             timeout=10)
+    response.raise_for_status()
+    client = response.json()
+    return client["client_id"], client["client_secret"]

@@ -1,0 +1,91 @@
+"""Kernels at scale: hundreds of runs in one process leave no descriptor, thread, event loop or
+ZeroMQ socket behind; the run deadline stops a kernel; the jobs ceiling is said."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from nbplugins import sweep
+from nbplugins.errors import ExecutionError
+from nbplugins.papermill import kernels
+from nbplugins.papermill.engine import execute
+from tests.papermill import notebooks
+
+
+def _descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _level() -> tuple[int, int]:
+    return _descriptors(), threading.active_count()
+
+
+@pytest.fixture
+def light(tmp_path) -> Path:
+    return notebooks.write(tmp_path / "tpl" / "light.ipynb", "n = 0", "from nbplugins import scraps\nscraps.glue('n2', n * 2)")
+
+
+def _sweep(light: Path, tmp_path: Path, name: str, count: int) -> list[sweep.Run]:
+    runs = sweep.plan(str(light), [{"n": i} for i in range(count)], str(tmp_path / name / "{n}.ipynb"))
+    samples = {}
+    for event in sweep.run(light, runs, jobs=2, report_dir=tmp_path / f"{name}-report"):
+        assert event.kind != "failed", event.run.error
+        if event.kind == "ok" and event.run.index in (100, count - 50):
+            samples[event.run.index] = _level()
+    assert [r.values["n2"] for r in runs] == [2 * i for i in range(count)]
+    return samples
+
+
+def test_hundreds_of_sweep_runs_leave_descriptors_and_threads_where_they_started(tmp_path, light):
+    # a first sweep brings up the process-wide parts (the kernel runtime, the fork server)
+    _sweep(light, tmp_path, "first", 20)
+    settled = _level()
+    samples = _sweep(light, tmp_path, "second", 300)  # past run 160, where a full pipe stopped every kernel
+    # bounded while it runs: at run 250 no more descriptors than at run 100, give or take a run in flight
+    assert samples[250][0] <= samples[100][0] + 12, samples
+    after = _level()
+    assert after[0] <= settled[0] + 2, (settled, after)
+    assert after[1] <= settled[1], (settled, after)
+    assert not kernels.runtime.live
+
+
+def test_the_engine_in_a_python_loop_leaves_nothing_behind(tmp_path, light):
+    execute(light, tmp_path / "first.ipynb", {"n": 1})
+    start = _level()
+    for i in range(25):
+        execute(light, tmp_path / f"o{i}.ipynb", {"n": i})
+    assert _descriptors() <= start[0] + 2
+    assert threading.active_count() <= start[1]
+    assert not kernels.runtime.live
+    assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("nbplugins-kernel-*")
+                if p.stat().st_mtime > (tmp_path / "first.ipynb").stat().st_mtime]
+
+
+def test_a_run_past_its_deadline_is_stopped_and_says_so(tmp_path):
+    slow = notebooks.write(tmp_path / "slow.ipynb", "seconds = 60", "import time\ntime.sleep(seconds)")
+    with pytest.raises(ExecutionError, match=r"stopped after the run's 2 s timeout"):
+        execute(slow, tmp_path / "out.ipynb", timeout=2)
+    assert (tmp_path / "out.ipynb").exists()  # the partial output is saved, as for any failure
+    assert not kernels.runtime.live
+
+
+def test_more_jobs_than_the_machine_holds_are_capped_and_said(caplog):
+    with caplog.at_level(logging.WARNING, logger="nbplugins.papermill.kernels"):
+        used = kernels.usable_jobs(100_000)
+    assert 1 <= used <= 4 * (os.cpu_count() or 1)
+    assert f"using -j {used}" in caplog.text and "-j 100000" in caplog.text
+    assert kernels.usable_jobs(2) == 2 and kernels.usable_jobs(0) == 1
+
+
+def test_kernels_start_under_a_temporary_folder_too_deep_for_socket_paths(tmp_path, light, monkeypatch):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr("tempfile.tempdir", str(deep))
+    nb = execute(light, tmp_path / "out.ipynb", {"n": 4})
+    assert nb.cells[-1].outputs[0].data["application/scrapbook.scrap.json+json"]["data"] == 8
+    assert list(deep.iterdir()) == []
