@@ -57,9 +57,9 @@ def main() -> int:
 
         grant = oidc.login(provider.url, "alice@egi.eu")
         config_file = OUT / "config.toml"
-        from nbplugins.secrets import write_private
+        from nbplugins.files import write_atomic
 
-        write_private(config_file, "\n".join([
+        write_atomic(config_file, "\n".join([
             "[token]",
             f'issuer = "{provider.url}"',
             'client_id = "nbplugins"',

@@ -17,9 +17,21 @@ import click
 from nbplugins import __version__, lifecycle, secrets
 from nbplugins.errors import NbpluginsError
 
-# jsonschema imports the optional rfc3987-syntax IRI checker, which compiles a Lark grammar at
-# import (seconds, on every command that validates a notebook); nothing here uses IRI formats.
-sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+def _import_jsonschema_without_iri_checker() -> None:
+    """Import jsonschema with its optional rfc3987-syntax IRI checker out of sight, once.
+
+    jsonschema imports that checker at its own import (nbformat imports jsonschema), and it
+    compiles a Lark grammar then: a second on every command that reads a notebook. Nothing here
+    validates IRI formats. The module is hidden for this one import only; it stays importable.
+    """
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        return
+    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+    try:
+        import jsonschema  # noqa: F401
+    finally:
+        sys.modules.pop("rfc3987_syntax", None)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +42,7 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Repeatable, shareable notebook workflows for EGI, EOSC and D4Science hubs."""
     ctx.obj = {"debug": debug}
+    _import_jsonschema_without_iri_checker()
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     secrets.install_log_redaction()

@@ -5,10 +5,15 @@ Each section is a dataclass; a field's ``env`` metadata lists the environment va
 override it, and ``secret`` marks values registered with the scrubber. Unknown keys and
 wrong types are errors that name the file, the section and the key (or the variable) and the
 expected type, never the value: a value in the wrong place may be a secret.
+
+Two readings live here because every module shares them: :func:`parse_bool`, the one way a
+boolean is read from text, and :func:`retry_policy`, the retry policy of the ``[retry]``
+section (installed as :meth:`nbplugins.retry.Retry.from_config`'s default, so retry needs no config).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tomllib
@@ -20,8 +25,25 @@ from typing import Any
 
 from nbplugins import secrets
 from nbplugins.errors import ConfigError
+from nbplugins.retry import Retry, set_default_policy
 
 EGI_ISSUER = "https://aai.egi.eu/auth/realms/egi"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_bool(text: str) -> bool:
+    """The one reading of a boolean written as text (env vars, tables, pipeline parameters).
+
+    ``1/true/yes/on`` and ``0/false/no/off``, any case, spaces around ignored; anything else
+    raises ValueError, so a typo is reported instead of read as false.
+    """
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def setting(default: Any = None, *, env: tuple[str, ...] = (), secret: bool = False, doc: str = "") -> Any:
@@ -195,8 +217,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return parse_bool(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -294,3 +317,14 @@ def get() -> Config:
 def _relevant(name: str) -> bool:
     return name.startswith(("NBPLUGINS_", "OIDC_", "AWS_", "ONEDATA_", "OSCAR_", "DATAMINER_",
                             "ONEZONE_", "ONEPROVIDER_", "ONECLIENT_"))
+
+
+def retry_policy(**overrides: Any) -> Retry:
+    """The shared retry policy from the ``[retry]`` section, with call-site overrides."""
+    section = get().retry
+    base = Retry(deadline=section.deadline, initial=section.initial, cap=section.cap,
+                 error_budget=section.error_budget)
+    return base.with_(**overrides)
+
+
+set_default_policy(retry_policy)  # Retry.from_config() builds on this section

@@ -7,6 +7,8 @@ that slips into one never reaches a terminal or a log.
 
 from __future__ import annotations
 
+from nbplugins.secrets import redact
+
 
 class NbpluginsError(Exception):
     """Base of every expected failure; the message says what was wrong and what to do."""
@@ -14,8 +16,6 @@ class NbpluginsError(Exception):
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        from nbplugins.secrets import redact
-
         super().__init__(redact(message))
 
 

@@ -57,6 +57,7 @@ class HttpClient:
         self.verify = verify
 
     def url(self, path: str) -> str:
+        """``path`` under the base URL; an absolute URL is used as it is."""
         if path.startswith(("http://", "https://")):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -118,6 +119,7 @@ class HttpClient:
         return self.request("DELETE", path, **kwargs)
 
     def close(self) -> None:
+        """Close the HTTP session and its pooled connections."""
         self.session.close()
 
 

@@ -2,7 +2,10 @@
 a budget of consecutive errors, a retryable predicate, and cancellation.
 
 Storage transfers, the token refresh helper and every remote-service client go through
-:meth:`Retry.call` (do one thing until it works) or :func:`poll` (ask until it is done).
+:meth:`Retry.call` (do one thing until it works, then turn a final failure into a domain
+error with ``map_error``) or :func:`poll` (ask until it is done). The numbers come from the
+caller or from :func:`nbplugins.config.retry_policy`, which builds the configured default;
+this module knows nothing of the config.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from nbplugins.errors import Cancelled, DeadlineExceeded, NbpluginsError, Transi
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Turns the exception that ends a call into the one to raise instead (None: raise it as it is).
+ErrorMapper = Callable[[Exception], BaseException | None]
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TRANSIENT_NAMES = frozenset(
@@ -56,11 +61,37 @@ def status_of(exc: BaseException) -> int | None:
     return None
 
 
+_TLS_NAMES = frozenset({"SSLError", "SSLCertVerificationError", "CertificateError"})
+_TLS_TEXT = ("CERTIFICATE_VERIFY_FAILED", "SSLCertVerificationError")
+
+
+def _is_tls_type(exc: BaseException) -> bool:
+    return any(cls.__name__ in _TLS_NAMES for cls in type(exc).__mro__)
+
+
+def is_tls_error(exc: BaseException) -> bool:
+    """True when TLS failed (handshake or certificate): retrying does not make a certificate trusted.
+
+    Looks at the error and every error in its chain (``__cause__``/``__context__``), by type
+    (``ssl.SSLError``, requests' and botocore's ``SSLError``, ``CertificateError``) and by the
+    text of a certificate verification failure, which requests and urllib3 bury inside a
+    ``ConnectionError``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_tls_type(current) or any(text in repr(current) for text in _TLS_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that a later attempt may not see: timeouts, resets, 429 and 5xx."""
     if isinstance(exc, TransientError):
         return True
-    if any(cls.__name__ in ("SSLError", "SSLCertVerificationError", "CertificateError") for cls in type(exc).__mro__):
+    if _is_tls_type(exc):
         return False  # a certificate problem does not fix itself
     if isinstance(exc, (TimeoutError, socket.timeout, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
         return True
@@ -90,15 +121,17 @@ class Retry:
 
     @classmethod
     def from_config(cls, **overrides: object) -> Retry:
-        """The policy from the ``[retry]`` section, with call-site overrides."""
-        from nbplugins import config
+        """The configured default policy, with call-site overrides.
 
-        section = config.get().retry
-        base = cls(deadline=section.deadline, initial=section.initial, cap=section.cap,
-                   error_budget=section.error_budget)
+        :mod:`nbplugins.config` installs the ``[retry]`` section here when it is imported
+        (:func:`set_default_policy`); before that, the built-in numbers (the same defaults).
+        New code can call :func:`nbplugins.config.retry_policy` directly.
+        """
+        base = _default_policy() if _default_policy is not None else cls()
         return replace(base, **overrides)  # type: ignore[arg-type]
 
     def with_(self, **overrides: object) -> Retry:
+        """A copy with some fields changed (``policy.with_(deadline=60)``)."""
         return replace(self, **overrides)  # type: ignore[arg-type]
 
     def delays(self) -> Iterator[float]:
@@ -118,8 +151,22 @@ class Retry:
         elif self.cancel.wait(seconds):
             raise Cancelled("cancelled while waiting to retry")
 
-    def call(self, fn: Callable[[], T], what: str = "request") -> T:
-        """Call ``fn`` until it returns, retrying retryable errors within the deadline."""
+    def call(self, fn: Callable[[], T], what: str = "request", *, map_error: ErrorMapper | None = None) -> T:
+        """Call ``fn`` until it returns, retrying retryable errors within the deadline.
+
+        The error that ends the call (not retryable, budget or deadline spent, cancelled)
+        goes through ``map_error``: the exception it returns is raised in its place (``from
+        None``, so no traceback chain repeats what it says); None raises the error as it is.
+        """
+        try:
+            return self._call(fn, what)
+        except Exception as exc:
+            mapped = map_error(exc) if map_error is not None else None
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from None
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
         start = time.monotonic()
         errors = 0
         delays = self.delays()
@@ -147,6 +194,24 @@ class Retry:
                     ) from exc
                 log.info("%s failed (%s); retry %d in %.1f s", what, describe(exc), errors, delay)
                 self.sleep(delay)
+
+
+_default_policy: Callable[[], Retry] | None = None
+
+
+def set_default_policy(factory: Callable[[], Retry]) -> None:
+    """Install what :meth:`Retry.from_config` builds on (config does, with its ``[retry]`` section)."""
+    global _default_policy
+    _default_policy = factory
+
+
+def foreign_as(convert: Callable[[Exception], BaseException]) -> ErrorMapper:
+    """An error mapper: nbplugins' own errors go up as they are, any other as ``convert(exc)``."""
+
+    def mapper(exc: Exception) -> BaseException | None:
+        return None if isinstance(exc, NbpluginsError) else convert(exc)
+
+    return mapper
 
 
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")

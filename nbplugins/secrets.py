@@ -6,12 +6,9 @@ byte alignment, so inside ``Basic`` credentials too), with a marker, and masks t
 information of every URL. Logs, exception messages, CLI output and executed notebooks all
 pass through it.
 
-A *secret reference* names a secret instead of holding it, so it can travel through
-notebooks, pipeline files and parameter tables safely; it is resolved only where it is used:
-
-``@oidc``         the current OIDC access token (from :mod:`nbplugins.tokens`)
-``@env:NAME``     the value of environment variable ``NAME`` in the resolving process
-``@file:PATH``    the contents of a file (for example a key file), stripped; a regular file of at most 64 KiB
+This module imports nothing of nbplugins: every other module may use it (errors redact
+their messages with it). Secret references (``@oidc``, ``@env:``, ``@file:``) are in
+:mod:`nbplugins.references`, secret files and atomic writes in :mod:`nbplugins.files`.
 """
 
 from __future__ import annotations
@@ -20,17 +17,14 @@ import base64
 import logging
 import os
 import re
-import stat
 import threading
 import traceback
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
-REFERENCE = re.compile(r"^@(oidc|env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 MARKER = "***"
 MIN_LENGTH = 6  # shorter values would scrub ordinary words
-MAX_FILE_SIZE = 64 * 1024  # a token or key file is a few KiB; anything bigger is not one
 # the user information of a URL (scheme://user:password@host): credentials whether registered or not;
 # a password may hold "@" (greedy to the last one), a template ("{user}:{password}") is left alone,
 # and onedata://name@spaceId/ names a space, not a user
@@ -182,7 +176,12 @@ def environ_secrets(names: Iterable[str]) -> None:
 
 
 class RedactingFilter(logging.Filter):
-    """Logging filter that redacts the message, its arguments and any formatted traceback."""
+    """Logging filter that redacts the message, its arguments, the traceback and the stack.
+
+    The exception stays on the record (``exc_info``) for every handler; its traceback is
+    formatted here, redacted and cached in ``exc_text``, which :class:`logging.Formatter` (and
+    every formatter built on it) prints instead of formatting ``exc_info`` again.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -190,12 +189,16 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a broken format string must not lose the record
             message = str(record.msg)
         has_exc = bool(record.exc_info and record.exc_info[0] is not None)
-        if _pattern is None and "://" not in message and not has_exc:
+        if _pattern is None and "://" not in message and not (has_exc or record.exc_text or record.stack_info):
             return True  # nothing registered and no URL that could carry credentials
         record.msg, record.args = redact(message), None
-        if record.exc_info and record.exc_info[0] is not None:
-            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)))
-            record.exc_info = None
+        if has_exc and not record.exc_text:
+            # as logging.Formatter.formatException writes it
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).removesuffix("\n")  # type: ignore[misc]
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -224,103 +227,3 @@ def install_log_redaction() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(log_filter)
     logging.getLogger("nbplugins").addFilter(log_filter)
-
-
-def is_reference(value: Any) -> bool:
-    """True if ``value`` is a secret reference such as ``@oidc`` or ``@env:NAME``."""
-    return isinstance(value, str) and REFERENCE.match(value) is not None
-
-
-def resolve_reference(what: str, reference: str) -> str:
-    """The secret a reference names, registered with the scrubber; ``what`` names the user."""
-    from nbplugins.errors import ValidationError
-
-    kind, _, arg = reference[1:].partition(":")
-    if kind == "oidc":
-        from nbplugins import tokens
-
-        value = tokens.current()
-    elif kind == "env":
-        value = os.environ.get(arg, "")
-        if not value:
-            raise ValidationError(f"{what}: environment variable {arg} (from {reference}) is not set")
-    else:
-        value = (read_secret_file(arg, f"{what}: {arg}") or "").strip()
-        if not value:
-            raise ValidationError(f"{what}: {arg} is empty")
-    register(value, what)
-    return value
-
-
-def read_secret_file(path: str | os.PathLike[str], what: str, error: type[Exception] | None = None,
-                     missing_ok: bool = False) -> str | None:
-    """The text of a small secret file (a token or key file), read without blocking or filling memory.
-
-    Only a regular file of at most :data:`MAX_FILE_SIZE` bytes is read: it is opened with
-    ``O_NONBLOCK`` and checked with ``fstat`` before any read, so a FIFO, a device such as
-    ``/dev/zero`` or a huge file is refused at once. A problem raises ``error``
-    (:class:`~nbplugins.errors.ValidationError` unless given) with one line starting with
-    ``what``, which names the path. A missing file gives None when ``missing_ok``.
-    """
-    if error is None:
-        from nbplugins.errors import ValidationError as error
-    try:
-        fd = os.open(os.path.expanduser(os.fspath(path)), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise error(f"{what}: does not exist") from None
-    except PermissionError:
-        raise error(f"{what}: cannot read it (permission denied)") from None
-    except OSError as exc:
-        raise error(f"{what}: cannot read it ({exc.strerror or type(exc).__name__})") from None
-    try:
-        info = os.fstat(fd)
-        mode, size = info.st_mode, info.st_size
-        if stat.S_ISDIR(mode):
-            raise error(f"{what}: is a directory, not a file")
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-            raise error(f"{what}: is {kind}, not a regular file; secrets are read from regular files only")
-        chunks: list[bytes] = []
-        got = 0
-        while got <= MAX_FILE_SIZE and size <= MAX_FILE_SIZE:
-            chunk = os.read(fd, MAX_FILE_SIZE + 1 - got)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-        if size > MAX_FILE_SIZE or got > MAX_FILE_SIZE:
-            raise error(f"{what}: is {_size(max(size, got))}, too big for a token or key file "
-                        f"(at most {MAX_FILE_SIZE // 1024} KiB)")
-    except OSError as exc:
-        raise error(f"{what}: cannot read it ({exc.strerror or type(exc).__name__})") from None
-    finally:
-        os.close(fd)
-    try:
-        return b"".join(chunks).decode()
-    except UnicodeDecodeError:
-        raise error(f"{what}: is not UTF-8 text, so not a token or key file") from None
-
-
-def _size(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{n / 1024:.0f} KiB"
-
-
-def write_private(path: str | os.PathLike[str], text: str | bytes) -> None:
-    """Write a file readable by its owner only (0600), atomically, for tokens and keys
-    (and reports: ``bytes`` are written as they are)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -32,7 +32,7 @@ def isolated(tmp_path, monkeypatch) -> Iterator[None]:
     tokens.RefreshGrantSource._cache.clear()
     tokens._discovered.clear()
     config._cached = None
-    tokens._default = None
+    tokens.resolver._default = None
     yield
     secrets.clear()
 

@@ -87,3 +87,23 @@ def test_type_errors_from_the_environment_never_echo_the_value(monkeypatch, cana
     with pytest.raises(ConfigError) as info:
         config.load()
     assert str(info.value) == "environment variable NBPLUGINS_TOKEN_REFRESH_MARGIN: expected float, got a string"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("1", True), ("true", True), ("Yes", True), (" ON\n", True),
+    ("0", False), ("False", False), ("no", False), ("off", False),
+])
+def test_parse_bool_reads_one_vocabulary(text, expected):
+    assert config.parse_bool(text) is expected
+
+
+@pytest.mark.parametrize("text", ["", "y", "maybe", "2", "truee"])
+def test_parse_bool_refuses_anything_else(text):
+    with pytest.raises(ValueError, match="expected true or false"):
+        config.parse_bool(text)
+
+
+def test_boolean_settings_read_the_same_vocabulary():
+    assert config.load(environ={"NBPLUGINS_LINK_ALLOW_LOCAL": "on"}).hubs.allow_local_repos is True
+    with pytest.raises(ConfigError, match="NBPLUGINS_LINK_ALLOW_LOCAL: expected bool, got a string"):
+        config.load(environ={"NBPLUGINS_LINK_ALLOW_LOCAL": "maybe"})

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import errno
+import ssl
 import threading
 import time
 
 import pytest
 
-from nbplugins.errors import Cancelled, DeadlineExceeded, TransientError
-from nbplugins.retry import Retry, is_transient, poll
+from nbplugins import config
+from nbplugins.errors import Cancelled, DeadlineExceeded, StorageError, TransientError
+from nbplugins.retry import Retry, foreign_as, is_tls_error, is_transient, poll
 
 FAST = Retry(initial=0.001, cap=0.01, jitter=0)
 
@@ -104,3 +106,53 @@ def test_poll_waits_until_done_and_survives_flaky_status():
 def test_poll_deadline():
     with pytest.raises(DeadlineExceeded, match="not finished after"):
         poll(lambda: "running", lambda s: False, what="job 7", interval=0.05, deadline=0.2, retry=FAST)
+
+
+def test_map_error_turns_the_final_failure_into_a_domain_error():
+    fn = Flaky([ConnectionResetError()] * 10)
+    with pytest.raises(StorageError, match="^save x: gave up after 2") as info:
+        FAST.with_(error_budget=2).call(fn, what="x", map_error=lambda exc: StorageError(f"save {exc}"))
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    kept = FakeHTTPError(404)
+    with pytest.raises(FakeHTTPError) as info:
+        FAST.call(Flaky([kept]), map_error=lambda exc: None)  # None: the error goes up as it is
+    assert info.value is kept
+    assert FAST.call(Flaky([ConnectionResetError()]), map_error=lambda exc: StorageError("never")) == "ok"
+
+
+def test_foreign_as_keeps_our_errors_and_converts_the_rest():
+    mapper = foreign_as(lambda exc: StorageError(f"cannot save: {type(exc).__name__}"))
+    ours = DeadlineExceeded("upload: gave up")
+    assert mapper(ours) is None
+    assert str(mapper(ValueError("x"))) == "cannot save: ValueError"
+    with pytest.raises(DeadlineExceeded):
+        FAST.with_(error_budget=1).call(Flaky([TimeoutError()]), map_error=mapper)
+    with pytest.raises(StorageError, match="cannot save: FakeHTTPError"):
+        FAST.call(Flaky([FakeHTTPError(403)]), map_error=mapper)
+
+
+class SSLError(OSError):  # named like requests' and ssl's: matched by name, as botocore's is
+    pass
+
+
+def test_tls_errors_are_found_in_the_chain_and_never_retried():
+    assert is_tls_error(ssl.SSLCertVerificationError(1, "certificate verify failed"))
+    assert is_tls_error(SSLError("handshake"))
+    try:
+        try:
+            raise ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+        except ssl.SSLError as inner:
+            raise ConnectionError("Max retries exceeded") from inner
+    except ConnectionError as exc:
+        wrapped = exc
+    assert is_tls_error(wrapped)
+    assert is_tls_error(ConnectionError("HTTPSConnectionPool: [SSL: CERTIFICATE_VERIFY_FAILED] self-signed"))
+    assert not is_tls_error(ConnectionResetError()) and not is_tls_error(FakeHTTPError(503))
+    assert not is_transient(SSLError("handshake"))
+
+
+def test_the_configured_default_policy_comes_from_the_retry_section(monkeypatch):
+    monkeypatch.setenv("NBPLUGINS_RETRY_DEADLINE", "7")
+    assert config.retry_policy().deadline == 7.0
+    assert Retry.from_config(cap=1.0) == Retry(deadline=7.0, cap=1.0)
+    assert config.retry_policy(error_budget=2).error_budget == 2

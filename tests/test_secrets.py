@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from nbplugins import secrets
+from nbplugins import files, references, secrets
 from nbplugins.errors import NbpluginsError, TransientError, ValidationError
 
 
@@ -61,14 +61,6 @@ def test_log_records_of_any_library_are_redacted(canary, caplog):
             logging.getLogger("nbplugins.x").exception("failed")
     assert canary not in caplog.text
     assert "key=***" in caplog.text
-
-
-def test_write_private_creates_a_0600_file_atomically(tmp_path, canary):
-    target = tmp_path / "sub" / "cred.json"
-    secrets.write_private(target, canary)
-    assert target.read_text() == canary
-    assert oct(os.stat(target).st_mode & 0o777) == "0o600"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["cred.json"]
 
 
 # ----------------------------------------------------------------------------- every alignment, hex
@@ -200,7 +192,7 @@ def test_file_reference_refuses_a_fifo_at_once_naming_the_path(tmp_path, canary)
     fifo = tmp_path / "key.fifo"
     os.mkfifo(fifo)
     try:
-        error, _ = _bounded(lambda: secrets.resolve_reference("node 'a'", f"@file:{fifo}"))
+        error, _ = _bounded(lambda: references.resolve_reference("node 'a'", f"@file:{fifo}"))
     finally:
         _unblock(fifo)
     assert isinstance(error, ValidationError), error
@@ -208,17 +200,17 @@ def test_file_reference_refuses_a_fifo_at_once_naming_the_path(tmp_path, canary)
 
 
 def test_file_reference_refuses_devices_and_big_files_in_one_line(tmp_path):
-    error, _ = _bounded(lambda: secrets.resolve_reference("x", "@file:/dev/null"))
+    error, _ = _bounded(lambda: references.resolve_reference("x", "@file:/dev/null"))
     assert isinstance(error, ValidationError) and "/dev/null: is a device, not a regular file" in str(error)
-    error, _ = _bounded(lambda: secrets.resolve_reference("x", "@file:/dev/zero"))  # would fill memory
+    error, _ = _bounded(lambda: references.resolve_reference("x", "@file:/dev/zero"))  # would fill memory
     assert isinstance(error, ValidationError) and "/dev/zero: is a device" in str(error)
     big = tmp_path / "key"
-    big.write_text("k" * (secrets.MAX_FILE_SIZE + 1))
-    error, _ = _bounded(lambda: secrets.resolve_reference("x", f"@file:{big}"))
+    big.write_text("k" * (files.MAX_FILE_SIZE + 1))
+    error, _ = _bounded(lambda: references.resolve_reference("x", f"@file:{big}"))
     assert isinstance(error, ValidationError) and f"{big}: is 64 KiB, too big" in str(error)
     with open(big, "r+b") as handle:
         handle.truncate(20 << 20)  # 20 MiB: refused from its size, never read
-    error, seconds = _bounded(lambda: secrets.resolve_reference("x", f"@file:{big}"))
+    error, seconds = _bounded(lambda: references.resolve_reference("x", f"@file:{big}"))
     assert str(error) == f"x: {big}: is 20.0 MiB, too big for a token or key file (at most 64 KiB)"
     assert seconds < 1 and secrets.registered_count() == 0
 
@@ -226,5 +218,5 @@ def test_file_reference_refuses_devices_and_big_files_in_one_line(tmp_path):
 def test_file_reference_reads_a_small_key_file(tmp_path, canary):
     key = tmp_path / "key"
     key.write_text(f"  {canary}\n")
-    assert secrets.resolve_reference("x", f"@file:{key}") == canary
+    assert references.resolve_reference("x", f"@file:{key}") == canary
     assert secrets.redact(canary) == "***"

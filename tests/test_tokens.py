@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nbplugins import secrets, tokens
+from nbplugins import files, secrets, tokens
 from nbplugins.config import TokenConfig
 from nbplugins.errors import AuthError, TokenError, TokenExpiredError
 from nbplugins.http import HttpClient
@@ -128,7 +128,7 @@ def test_a_device_or_an_oversized_token_file_is_refused_in_one_line(tmp_path):
         assert str(error) == (f"token file {device}: is a device, not a regular file; "
                               "secrets are read from regular files only")
     path = tmp_path / "access_token"
-    path.write_text("t" * (secrets.MAX_FILE_SIZE + 1))
+    path.write_text("t" * (files.MAX_FILE_SIZE + 1))
     error, _ = _fetch_bounded(tokens.FileSource(path))
     assert isinstance(error, TokenError) and f"token file {path}: is 64 KiB, too big" in str(error)
     with open(path, "r+b") as handle:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from nbplugins import secrets, tokens
+from nbplugins import files, secrets, tokens
 from nbplugins.config import TokenConfig
 from nbplugins.errors import TokenError
 from tests.servers import oidc
@@ -88,7 +88,7 @@ def agent(oidc_provider, tmp_path_factory, monkeypatch) -> Iterator[Agent]:
         client_id, client_secret = oidc.register_client(oidc_provider.url)
         response = oidc.login(oidc_provider.url, f"agent-{uuid.uuid4().hex[:8]}@egi.eu", client_id, client_secret)
         password = base / "pw"
-        secrets.write_private(password, f"pw-{uuid.uuid4().hex}\n")
+        files.write_atomic(password, f"pw-{uuid.uuid4().hex}\n")
         gen = subprocess.run(
             [GEN, ACCOUNT, f"--iss={oidc_provider.url}", f"--client-id={client_id}",
              f"--client-secret={client_secret}", "--rt-env=NBP_REFRESH_TOKEN", "--scope=openid offline_access",

@@ -22,6 +22,7 @@ and a shallow, blob-less fetch), so a link to a missing file or branch is refuse
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import re
@@ -31,6 +32,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbplugins import files
 from nbplugins.errors import TransientError, ValidationError
 from nbplugins.hub import hubs
 
@@ -267,15 +269,9 @@ def write_qr(text: str, path: str | os.PathLike[str]) -> Path:
     if not target.parent.is_dir():
         raise ValidationError(f"--qr {str(path)!r}: folder {str(target.parent)!r} does not exist")
     image = qrcode.make(text, error_correction=qrcode.constants.ERROR_CORRECT_M, border=4)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    files.write_atomic(target, png.getvalue(), mode=0o644)
     return target
 
 

@@ -16,6 +16,7 @@ papermill's default engine in four ways:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -24,15 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from nbformat.v4 import new_code_cell
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager
-from papermill.translators import translate_parameters
 from papermill.utils import merge_kwargs, remove_args
 
 from nbplugins import secrets
 from nbplugins.errors import ExecutionError, NbpluginsError
-from nbplugins.papermill import kernels, parameters
+from nbplugins.papermill import injected, kernels, parameters
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +47,33 @@ logging.getLogger("papermill.translators").addFilter(_QuietBlack())
 
 
 class ScrubbingExecutionManager(NotebookExecutionManager):
-    """Papermill's execution manager, scrubbing secrets before every save."""
+    """Papermill's execution manager; every save writes a copy of the notebook scrubbed of secrets.
 
-    scrubbed = 0
+    The notebook itself is left alone while it runs: nbclient holds the running cell and adds
+    its outputs there, so scrubbing by replacing cells would drop them from later saves. Once
+    the run is over the notebook is scrubbed too, for papermill's last write and the caller.
+    """
+
+    scrubbed = 0  # secret values in the last save
 
     def save(self, **kwargs: Any) -> None:
-        nb = kwargs.get("nb")
-        if nb is not None:
-            self.nb = nb
-        self.scrubbed += secrets.redact_notebook(self.nb)
-        super().save()
+        """Have papermill's ``save`` (which writes ``self.nb``) write a scrubbed copy instead."""
+        if kwargs.get("nb") is not None:
+            self.nb = kwargs["nb"]
+        if not self.output_path:  # nothing is written
+            return super().save()
+        running = self.nb
+        self.nb = copy.deepcopy(running)
+        try:
+            self.scrubbed = secrets.redact_notebook(self.nb)
+            super().save()
+        finally:
+            self.nb = running
 
     def notebook_complete(self, **kwargs: Any) -> None:
+        """Final save, then scrub the notebook itself: no cell runs any more."""
         super().notebook_complete(**kwargs)
+        secrets.redact_notebook(self.nb)
         log.info("scrubbed %d secret value(s) from the output notebook", self.scrubbed)
 
 
@@ -76,15 +89,8 @@ def _rewrite_injected_cell(nb: nbformat.NotebookNode, kernel_name: str, language
         return {}
     env = {parameters.env_name(name): parameters.resolve_reference(f"parameter {name!r}", ref)
            for name, ref in refs.items()}
-    source = translate_parameters(kernel_name, language, plain, "Parameters") if plain else ""
-    if refs:
-        source += "# Secret parameters, read from the kernel environment\n"
-        source += parameters.reference_lines(refs, language)
-    for index, cell in enumerate(nb.cells):
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            replacement = new_code_cell(source=source, metadata=cell.metadata)
-            nb.cells[index] = replacement
-            break
+    code = injected.source(kernel_name, language, plain, secret_env={name: parameters.env_name(name) for name in refs})
+    injected.inject(nb, code)
     return env
 
 

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbplugins import secrets, storage
-from nbplugins.errors import NbpluginsError, StorageError
-from nbplugins.retry import Retry, describe
+from nbplugins import config, secrets, storage
+from nbplugins.errors import StorageError
+from nbplugins.retry import Retry, describe, foreign_as
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,6 @@ class RemoteHandler:
     def interval(self) -> float:
         if self._interval is not None:
             return self._interval
-        from nbplugins import config
-
         return config.get().storage.save_interval
 
     def _location(self, url: str) -> tuple[Any, str]:
@@ -87,21 +85,20 @@ class RemoteHandler:
         return loc.fs, loc.fs._strip_protocol(url)
 
     def _retry(self) -> Retry:
-        return Retry.from_config()
+        return config.retry_policy()
 
     # -- papermill's interface
 
     def _remote(self, path: str, verb: str, missing: str, fn: Any) -> Any:
         """Run ``fn(fs, inner)`` through the shared retry, with one error type and message."""
         fs, inner = self._location(path)
-        try:
-            return self._retry().call(lambda: fn(fs, inner), what=f"{verb} {path}")
-        except FileNotFoundError:
-            raise StorageError(f"{path}: {missing}") from None
-        except NbpluginsError:
-            raise
-        except Exception as exc:
-            raise StorageError(f"{path}: cannot {verb}: {describe(exc)}") from None
+
+        def domain(exc: Exception) -> StorageError:
+            if isinstance(exc, FileNotFoundError):
+                return StorageError(f"{path}: {missing}")
+            return StorageError(f"{path}: cannot {verb}: {describe(exc)}")
+
+        return self._retry().call(lambda: fn(fs, inner), what=f"{verb} {path}", map_error=foreign_as(domain))
 
     def read(self, path: str) -> str:
         data = self._remote(path, "read", "no such notebook", lambda fs, inner: fs.cat_file(inner))
@@ -158,12 +155,8 @@ class RemoteHandler:
         if digest == state.sent_hash:
             return
         fs, inner = self._location(path)
-        try:
-            self._retry().call(lambda: fs.pipe_file(inner, body), what=f"save {path}")
-        except NbpluginsError:
-            raise
-        except Exception as exc:
-            raise StorageError(f"{path}: cannot save the notebook: {describe(exc)}") from None
+        self._retry().call(lambda: fs.pipe_file(inner, body), what=f"save {path}", map_error=foreign_as(
+            lambda exc: StorageError(f"{path}: cannot save the notebook: {describe(exc)}")))
         state.sent_hash = digest
         state.last_flush = time.monotonic()
         state.uploads += 1

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager as KernelManager
 
-from nbplugins import forkserver, secrets, tokens
+from nbplugins import files, forkserver, secrets, tokens
 from nbplugins.errors import NbpluginsError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class TokenKeeper:
         if isinstance(source, tokens.FileSource) and source.path is not None:
             path = str(source.path)  # a hub file: the hub keeps it fresh
         else:
-            secrets.write_private(self.path, token.value)
+            files.write_atomic(self.path, token.value)
             path = str(self.path)
             self._thread = threading.Thread(target=self._keep, args=(resolver,), daemon=True,
                                             name="nbplugins-token-keeper")
@@ -87,7 +87,7 @@ class TokenKeeper:
                 return
             try:
                 self.token = resolver.get()
-                secrets.write_private(self.path, self.token.value)
+                files.write_atomic(self.path, self.token.value)
                 log.debug("token file for kernels refreshed")
             except NbpluginsError as exc:
                 log.warning("could not refresh the kernels' token: %s", exc)
@@ -426,6 +426,74 @@ class KernelPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+
+
+@contextlib.contextmanager
+def worker_threads(jobs: int, name: str) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """Threads that run notebooks (nbclient drives a kernel from an event loop per thread);
+    their loops are closed when the block ends, not whenever the garbage collector runs."""
+    from jupyter_core.utils import ensure_event_loop
+
+    loops: list[asyncio.AbstractEventLoop] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix=name,
+                                                 initializer=lambda: loops.append(ensure_event_loop()))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for loop in loops:
+            loop.close()
+
+class WarmKernels:
+    """Kernels started ahead of need for jobs that each have their own folder and environment
+    (a pipeline's next nodes): started in the background while their parents run, taken once
+    by key, stopped if never taken. Python kernels are forks of a fork server."""
+
+    def __init__(self, jobs: int) -> None:
+        self.directory = socket_directory()
+        self._forks = ForkServers()
+        self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs),
+                                                              thread_name_prefix="nbplugins-warm")
+        self._started: dict[str, concurrent.futures.Future[KernelManager]] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._started
+
+    def start(self, key: str, kernel_name: str, *, cwd: str, env: Mapping[str, str]) -> None:
+        """Start the kernel for ``key`` in the background (once)."""
+        if key in self._started:
+            return
+
+        def boot() -> KernelManager:
+            return start_kernel(kernel_name, self.directory, cwd=cwd, env=env, fork=self._forks.ready(kernel_name, env))
+
+        self._started[key] = self._starter.submit(boot)
+
+    def take(self, key: str) -> KernelManager | None:
+        """The started kernel for ``key``, or None (never started, or failed: a cold start reports why)."""
+        future = self._started.pop(key, None)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001
+            return None
+
+    def drop(self, keys: Iterable[str]) -> None:
+        """Stop the kernels started for ``keys`` that nobody will take."""
+        for key in keys:
+            future = self._started.pop(key, None)
+            if future is not None:
+                future.add_done_callback(lambda f: f.exception() is None and stop_kernel(f.result()))
+
+    def close(self) -> None:
+        """Stop every kernel not taken, the fork servers, and remove the socket folder."""
+        self.drop(list(self._started))
+        self._starter.shutdown(wait=True)
+        self._forks.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -30,10 +30,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from nbplugins import paths
+from nbplugins import files
 from nbplugins.errors import ValidationError
 from nbplugins.pipelines.model import KINDS, PARAM_REF, Node, Parameter, Pipeline, stable_id
-from nbplugins.secrets import is_reference
+from nbplugins.references import is_reference
 
 SCHEMA_VERSION = "3.0"
 APP_VERSION = 8
@@ -161,10 +161,7 @@ def write(pipeline: Pipeline, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     text = dumps(pipeline)
     schema_errors(json.loads(text), raise_first=True, where=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(paths.temp_name(path.name, f".tmp{os.getpid()}"))
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    files.write_atomic(path, text, mode=None)
     return path
 
 
@@ -361,41 +358,16 @@ def schema_errors(doc: Any, *, raise_first: bool = False, where: str = "pipeline
 
 
 def declared(path: str | os.PathLike[str]) -> dict[str, str] | None:
-    """Parameters a notebook's ``parameters`` cell declares (name -> type); None without such a cell.
+    """Parameters a notebook file declares (name -> type); None without a ``parameters`` cell.
 
-    Python cells are read with :mod:`ast` (papermill's own inference costs a second of imports
-    before the first kernel can start); other languages go through papermill's translators.
+    Read by :func:`nbplugins.papermill.parameters.declared`, as the engine reads them.
     """
-    import ast
-
     import nbformat
 
-    nb = nbformat.read(str(path), as_version=4)
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if cell is None:
-        return None
-    language = (nb.metadata.get("kernelspec", {}).get("language")
-                or nb.metadata.get("language_info", {}).get("name") or "python")
-    if language.lower() == "python":
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            pass
-        else:
-            found: dict[str, str] = {}
-            for stmt in tree.body:
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] \
-                    if isinstance(stmt, ast.AnnAssign) else []
-                value = getattr(stmt, "value", None)
-                kind = type(value.value).__name__ if isinstance(value, ast.Constant) else "None"
-                for target in targets:
-                    for name in ast.walk(target):
-                        if isinstance(name, ast.Name):
-                            found[name.id] = kind
-            return found
     from nbplugins.papermill import parameters
 
-    return parameters.declared(nb)
+    nb = nbformat.read(str(path), as_version=4)
+    return parameters.declared(nb) if parameters.has_parameters_cell(nb) else None
 
 
 def issues(pipeline: Pipeline, *, check_files: bool = True) -> list[str]:

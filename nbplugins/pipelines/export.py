@@ -43,12 +43,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nbplugins import paths, secrets
+from nbplugins import files, paths, secrets
 from nbplugins.errors import ConfigError, ExecutionError, ValidationError
-from nbplugins.pipelines import elyra
+from nbplugins.papermill import injected
+from nbplugins.pipelines import elyra, folders
 from nbplugins.pipelines.model import PARAM_REF, Pipeline
-from nbplugins.pipelines.runner import _copy, _matches, resolve_parameters
-from nbplugins.secrets import is_reference, resolve_reference
+from nbplugins.pipelines.parameters import resolve_parameters
+from nbplugins.references import is_reference, resolve_reference
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +82,13 @@ def elyra_env(home: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def storage_settings(s3_profile: str | None) -> dict[str, Any]:
-    """Endpoint and keys for the node archives, from an nbplugins S3 profile or AWS_* variables."""
-    from nbplugins import config
+    """Endpoint and keys for the node archives: the S3 profile as the storage layer resolves it
+    (file, ``AWS_*`` environment, keys derived through Keystone), so export uploads where
+    ``nbplugins data`` and the kernels write."""
+    from nbplugins.storage import s3
 
-    cfg = config.get()
-    name = s3_profile or getattr(getattr(cfg, "storage", None), "profile", None)
-    profiles = getattr(cfg, "s3", {}) or {}
-    endpoint = key = secret = None
-    if name:
-        if name not in profiles:
-            raise ConfigError(f"no S3 profile [s3.{name}] in {cfg.source} (known: {', '.join(profiles) or 'none'})")
-        prof = profiles[name]
-        endpoint, key, secret = prof.endpoint_url, prof.access_key_id, prof.secret_access_key
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    key = key or os.environ.get("AWS_ACCESS_KEY_ID")
-    secret = secret or os.environ.get("AWS_SECRET_ACCESS_KEY")
+    settings = s3.resolve(s3_profile)
+    endpoint, key, secret = settings.endpoint_url, settings.access_key_id, settings.secret_access_key
     if not endpoint:
         raise ConfigError("export needs an object storage endpoint: set endpoint_url in an [s3.NAME] profile "
                           "(--s3-profile NAME) or AWS_ENDPOINT_URL_S3")
@@ -104,7 +97,7 @@ def storage_settings(s3_profile: str | None) -> dict[str, Any]:
                           "set them in the S3 profile or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     secrets.register(key, "cos_username")
     secrets.register(secret, "cos_password")
-    return {"endpoint": endpoint, "key": key, "secret": secret, "profile": name}
+    return {"endpoint": endpoint, "key": key, "secret": secret, "profile": settings.name}
 
 
 def runtime_config(target: str, storage: Mapping[str, Any], *, bucket: str, cos_secret: str,
@@ -138,37 +131,16 @@ def runtime_config(target: str, storage: Mapping[str, Any], *, bucket: str, cos_
 # ----------------------------------------------------------------------------- staging
 
 
-def _literal(value: Any) -> str:
-    return repr(value)
-
-
-def _injected_source(literal: Mapping[str, Any], from_env: Mapping[str, Any], secret_env: Mapping[str, str]) -> str:
-    """The injected-parameters cell: literals, pipeline parameters read from env, secrets from env."""
-    lines = ["# Parameters (injected by nbplugins at export)"]
-    lines += [f"{name} = {_literal(value)}" for name, value in literal.items()]
-    if from_env or secret_env:
-        lines.append("import os as _nbplugins_os")
-    for name, (param, default) in from_env.items():
-        cast = type(default).__name__ if isinstance(default, (bool, int, float)) and default is not None else "str"
-        if cast == "bool":
-            lines.append(f'{name} = _nbplugins_os.environ.get("{param}", "{default}").lower() in ("1", "true", "yes")')
-        else:
-            lines.append(f'{name} = {cast}(_nbplugins_os.environ.get("{param}", {_literal(default)}))')
-    for name, var in secret_env.items():
-        lines.append(f'{name} = _nbplugins_os.environ["{var}"]')
-    return "\n".join(lines) + "\n"
-
-
-def _bake(source: Path, target: Path, cell_source: str) -> None:
-    """Copy a notebook with an injected-parameters cell after its ``parameters`` cell."""
+def _bake(source: Path, target: Path, literal: Mapping[str, Any], from_env: Mapping[str, tuple[str, Any]],
+          secret_env: Mapping[str, str]) -> None:
+    """Copy a notebook with the injected-parameters cell the node needs (see :mod:`..papermill.injected`)."""
     import nbformat
 
     nb = nbformat.read(str(source), as_version=4)
-    cell = nbformat.v4.new_code_cell(cell_source)
-    cell.metadata["tags"] = ["injected-parameters"]
-    index = next((i + 1 for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), 0)
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    nb.cells.insert(index, cell)
+    kernel = nb.metadata.get("kernelspec", {})
+    language = kernel.get("language") or nb.metadata.get("language_info", {}).get("name") or "python"
+    code = injected.source(kernel.get("name") or "python3", language, literal, from_env=from_env, secret_env=secret_env)
+    injected.inject(nb, code)
     nbformat.write(nb, str(target))
 
 
@@ -225,14 +197,14 @@ def stage(pipeline: Pipeline, workspace: Path, target: str, values: Mapping[str,
     staged = copy.deepcopy(pipeline)
     staged.base_dir = workspace
     kfp = target == "kfp"
-    folders = pipeline.folders()  # the same safe, unique names as the runner's node folders
+    names = pipeline.folders()  # the same safe, unique names as the runner's node folders
     for node, original in zip(staged.nodes, pipeline.nodes, strict=True):
         src = pipeline.path_of(original)
-        folder = workspace / "nodes" / folders[node.label]
+        folder = workspace / "nodes" / names[node.label]
         folder.mkdir(parents=True)
         for dep in node.dependencies:
-            for path in _matches(src.parent, dep, recursive=node.include_subdirectories):
-                _copy(path, paths.inside(folder, path.relative_to(src.parent), f"node {node.label!r}: dependencies entry"))
+            for path in folders.matches(src.parent, dep, recursive=node.include_subdirectories):
+                folders.copy(path, paths.inside(folder, path.relative_to(src.parent), f"node {node.label!r}: dependencies entry"))
         node.filename = f"nodes/{folder.name}/{src.name}"
         extra_secrets: list[dict[str, str]] = []
         if node.kind != "notebook":
@@ -258,7 +230,7 @@ def stage(pipeline: Pipeline, workspace: Path, target: str, values: Mapping[str,
                         from_env[name] = (name, values[name])
                     else:
                         literal[name] = values[name]
-            _bake(src, folder / src.name, _injected_source(literal, from_env, secret_env))
+            _bake(src, folder / src.name, literal, from_env, secret_env)
         _scrub_node(folder, node.label)  # before Elyra archives and uploads the folder
         node.parameters = {}
         known = {s["env_var"] for s in node.kubernetes_secrets}
@@ -325,7 +297,7 @@ def export(path: str | os.PathLike[str], target: str, output: str | os.PathLike[
         runtimes.mkdir(parents=True)
         rc = runtime_config(target, storage, bucket=bucket, cos_secret=cos_secret, endpoint=endpoint,
                             namespace=namespace)
-        secrets.write_private(runtimes / f"{RUNTIME_NAME}.json", json.dumps(rc, indent=2))
+        files.write_atomic(runtimes / f"{RUNTIME_NAME}.json", json.dumps(rc, indent=2))
         workspace = tmp_path / "workspace"
         workspace.mkdir()
         staged = stage(pipeline, workspace, target, values)
@@ -343,10 +315,7 @@ def export(path: str | os.PathLike[str], target: str, output: str | os.PathLike[
         leaked, count = secrets.redact_count(text)
         if count:
             raise ExecutionError(f"refusing to write {out}: Elyra's export contains {count} credential value(s)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_name(paths.temp_name(out.name, f".tmp{os.getpid()}"))
-        tmp_out.write_text(text)
-        os.replace(tmp_out, out)
+        files.write_atomic(out, text, mode=None)
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from nbplugins import paths
 from nbplugins.errors import ValidationError
+from nbplugins.pipelines import graph
 
 #: Elyra's generic operations by file kind, and the kind each file suffix selects.
 OPS = {"notebook": "execute-notebook-node", "python": "execute-python-node", "r": "execute-r-node"}
@@ -172,62 +173,29 @@ class Pipeline:
 
     # -- graph -----------------------------------------------------------------------------
 
+    def parents(self) -> dict[str, list[str]]:
+        """Each node id's parents (ids), in file order: the graph :mod:`.graph` works on."""
+        return {n.id: list(n.depends_on) for n in self.nodes}
+
     def find_cycle(self) -> list[str] | None:
         """Labels along one dependency cycle, or None if the graph is acyclic."""
-        ids = self.by_id()
-        state: dict[str, int] = {}
-        stack: list[str] = []
-
-        def visit(nid: str) -> list[str] | None:
-            state[nid] = 1
-            stack.append(nid)
-            for parent in ids[nid].depends_on:
-                if parent not in ids:
-                    continue
-                if state.get(parent) == 1:
-                    loop = stack[stack.index(parent):] + [parent]
-                    return [ids[i].label for i in reversed(loop)]
-                if parent not in state and (found := visit(parent)):
-                    return found
-            stack.pop()
-            state[nid] = 2
+        found = graph.cycle(self.parents())
+        if found is None:
             return None
-
-        for node in self.nodes:
-            if node.id not in state and (found := visit(node.id)):
-                return found
-        return None
+        ids = self.by_id()
+        return [ids[i].label for i in found]
 
     def order(self) -> list[Node]:
         """Nodes in a topological order (parents first), stable with respect to file order."""
-        cycle = self.find_cycle()
-        if cycle:
-            raise ValidationError(f"{self.where}: dependency cycle {' -> '.join(cycle)}")
+        loop = self.find_cycle()
+        if loop:
+            raise ValidationError(f"{self.where}: dependency cycle {' -> '.join(loop)}")
         ids = self.by_id()
-        done: set[str] = set()
-        out: list[Node] = []
-
-        def visit(nid: str) -> None:
-            if nid in done:
-                return
-            done.add(nid)
-            for parent in ids[nid].depends_on:
-                if parent in ids:
-                    visit(parent)
-            out.append(ids[nid])
-
-        for node in self.nodes:
-            visit(node.id)
-        return out
+        return [ids[i] for i in graph.order(self.parents())]
 
     def depths(self) -> dict[str, int]:
         """Longest distance from a root, per node id (the layer it is drawn in)."""
-        ids = self.by_id()
-        depth: dict[str, int] = {}
-        for node in self.order():
-            parents = [p for p in node.depends_on if p in ids]
-            depth[node.id] = 1 + max((depth[p] for p in parents), default=-1)
-        return depth
+        return graph.depths(self.parents())
 
     def ancestors(self, node_id: str) -> list[str]:
         """Every node the given node transitively depends on (ids, topological order)."""

@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nbplugins import secrets
+from nbplugins import files, secrets
+from nbplugins.pipelines import graph
 
 COLOURS = {"succeeded": "#2e9d57", "reused": "#7fbf95", "failed": "#d64545", "skipped": "#b0b0b0",
            "running": "#e6a23c", "pending": "#dddddd"}
@@ -30,21 +31,6 @@ def _when(t: float | None) -> str:
 
 def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value is not None else "-"
-
-
-def _depths(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
-    depth: dict[str, int] = {}
-
-    def visit(label: str, seen: tuple[str, ...] = ()) -> int:
-        if label in depth:
-            return depth[label]
-        parents = [p for p in nodes[label].get("depends_on", []) if p in nodes and p not in seen]
-        depth[label] = 1 + max((visit(p, (*seen, label)) for p in parents), default=-1)
-        return depth[label]
-
-    for label in nodes:
-        visit(label)
-    return depth
 
 
 def timeline_svg(record: dict[str, Any], width: int = 760) -> str:
@@ -85,7 +71,7 @@ def timeline_svg(record: dict[str, Any], width: int = 760) -> str:
 def dag_svg(record: dict[str, Any]) -> str:
     """The pipeline graph in layers by depth, nodes coloured by status, arrows parent -> child."""
     nodes = record["nodes"]
-    depth = _depths(nodes)
+    depth = graph.depths({label: n.get("depends_on", []) for label, n in nodes.items()})
     columns: dict[int, list[str]] = {}
     for label in nodes:
         columns.setdefault(depth[label], []).append(label)
@@ -167,7 +153,5 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; ve
 def write(record: dict[str, Any], path: str | os.PathLike[str], pipeline: Any = None) -> Path:
     """Write the report next to the run record (atomically)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(record))
-    os.replace(tmp, path)
+    files.write_atomic(path, render(record), mode=None)
     return path

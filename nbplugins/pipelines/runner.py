@@ -30,7 +30,6 @@ reused) that the CLI's progress bar, the report and the tests consume alike.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -40,19 +39,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nbplugins import paths, secrets
+from nbplugins import files, paths, references, secrets
 from nbplugins.errors import ExecutionError, NbpluginsError, ValidationError
-from nbplugins.pipelines import elyra
-from nbplugins.pipelines.model import PARAM_REF, Node, Pipeline
+from nbplugins.papermill import kernels
+from nbplugins.pipelines import elyra, folders, graph
+from nbplugins.pipelines.model import Node, Pipeline
+from nbplugins.pipelines.parameters import node_parameters, resolve_parameters
 
 RECORD = "run.json"
 DONE = ("succeeded", "reused")
@@ -83,84 +81,8 @@ class Event:
         return f"{self.kind}{': ' + self.error if self.error else ''}"
 
 
-def coerce(value: str, default: Any) -> Any:
-    """Convert a ``--param`` string to the type of the parameter's default (YAML rules if none)."""
-    if isinstance(default, bool):
-        if value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ValueError(f"expected true or false, got {value!r}")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    if isinstance(default, str):
-        return value
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-
-
-def resolve_parameters(pipeline: Pipeline, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Pipeline parameter values for one run: defaults, then ``overrides`` (typed like the default)."""
-    values = {name: p.default for name, p in pipeline.parameters.items()}
-    for name, raw in (overrides or {}).items():
-        if name not in pipeline.parameters:
-            known = ", ".join(pipeline.parameters) or "none"
-            raise ValidationError(f"{pipeline.where}: unknown pipeline parameter {name!r} (defined: {known})")
-        try:
-            values[name] = coerce(raw, pipeline.parameters[name].default) if isinstance(raw, str) else raw
-        except ValueError as exc:
-            raise ValidationError(f"{pipeline.where}: parameter {name!r}: {exc}") from None
-    for name, p in pipeline.parameters.items():
-        if p.required and values.get(name) in (None, ""):
-            raise ValidationError(f"{pipeline.where}: pipeline parameter {name!r} is required; pass --param {name}=...")
-    return values
-
-
-def node_parameters(pipeline: Pipeline, node: Node, values: Mapping[str, Any],
-                    declared: Iterable[str] = ()) -> dict[str, Any]:
-    """The papermill parameters of a node: its own (``${p}`` substituted), then used pipeline parameters."""
-    params: dict[str, Any] = {}
-    for name, value in node.parameters.items():
-        ref = PARAM_REF.match(value) if isinstance(value, str) else None
-        params[name] = values[ref.group(1)] if ref else value
-    for name in node.pipeline_parameters:
-        if name in declared and name not in params:
-            params[name] = values[name]
-    return params
-
-
-def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    else:
-        shutil.copy2(src, dst)
-
-
-def _matches(base: Path, pattern: str, recursive: bool = False) -> list[Path]:
-    if any(c in pattern for c in "*?["):
-        return [Path(p) for p in sorted(glob.glob(str(base / pattern), recursive=recursive))]
-    path = base / pattern
-    return [path] if path.exists() else []
-
-
 #: Longest a free slot is held for a node on a longer chain whose parents are still running.
 HOLD_SECONDS = 0.75
-
-
-def chain_heights(pipeline: Pipeline) -> dict[str, int]:
-    """For each node, the number of nodes on the longest chain it starts (itself included)."""
-    order = pipeline.order()
-    children: dict[str, list[str]] = {n.id: [] for n in order}
-    for n in order:
-        for parent in n.depends_on:
-            children[parent].append(n.id)
-    height: dict[str, int] = {}
-    for n in reversed(order):
-        height[n.id] = 1 + max((height[c] for c in children[n.id]), default=0)
-    return height
 
 
 def critical_path_order(pipeline: Pipeline) -> list[Node]:
@@ -170,7 +92,7 @@ def critical_path_order(pipeline: Pipeline) -> list[Node]:
     keeps the critical path moving: in a diamond plus independent nodes, the diamond's
     branches run side by side instead of behind an independent node.
     """
-    height = chain_heights(pipeline)
+    height = graph.heights(pipeline.parents())
     return sorted(pipeline.order(), key=lambda n: -height[n.id])
 
 
@@ -206,10 +128,8 @@ class Run:
         self.warm = warm
         self.timeout = timeout  # seconds per node; a node's own ``timeout`` wins
         self._scripts: set[subprocess.Popen[str]] = set()
-        self._warm_pool: ThreadPoolExecutor | None = None
-        self._warm_kernels: dict[str, Any] = {}
+        self._warm_kernels: kernels.WarmKernels | None = None
         self._credentials: dict[str, str] | None = None
-        self._kernel_dir = ""
 
     # -- record ----------------------------------------------------------------------------
 
@@ -292,9 +212,7 @@ class Run:
         with self._lock:
             text = json.dumps(self.record, indent=2, default=str)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.record_path.with_name(f".{RECORD}.tmp")
-        tmp.write_text(secrets.redact(text))
-        os.replace(tmp, self.record_path)
+        files.write_atomic(self.record_path, secrets.redact(text), mode=None)
 
     # -- one node --------------------------------------------------------------------------
 
@@ -311,7 +229,7 @@ class Run:
         copies: list[tuple[Path, Path, str]] = []  # (source, path relative to workdir, what)
         source_dir = self.pipeline.path_of(node).parent
         for dep in node.dependencies:
-            found = _matches(source_dir, dep, recursive=node.include_subdirectories)
+            found = folders.matches(source_dir, dep, recursive=node.include_subdirectories)
             if not found:
                 raise ExecutionError(f"node {node.label!r}: dependency {dep!r} not found in {source_dir}")
             for path in found:
@@ -324,21 +242,20 @@ class Run:
             parent_dir = self.node_dir(parent)
             what = f"node {parent.label!r}: outputs entry"
             for pattern in parent.outputs:
-                for path in _matches(parent_dir, pattern):
+                for path in folders.matches(parent_dir, pattern):
                     rel = path.relative_to(parent_dir)
                     copies.append((paths.inside(parent_dir, rel, what), rel, what))
         workdir.mkdir(parents=True, exist_ok=True)
         for old in workdir.iterdir():  # empty it, but keep the folder: a warm kernel may sit in it
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         for source, rel, what in copies:
-            _copy(source, paths.inside(workdir, rel, what))
+            folders.copy(source, paths.inside(workdir, rel, what))
 
     def _env(self, node: Node) -> dict[str, str]:
-        from nbplugins.secrets import is_reference, resolve_reference
-
         env = {name: str(value) for name, value in self.values.items() if name in node.pipeline_parameters}
         for name, value in self.pipeline.env_of(node).items():
-            env[name] = resolve_reference(f"{node.label} env {name}", value) if is_reference(value) else value
+            env[name] = (references.resolve_reference(f"{node.label} env {name}", value)
+                         if references.is_reference(value) else value)
         env["ELYRA_RUNTIME_ENV"] = "local"
         env["ELYRA_RUN_NAME"] = self.name
         return env
@@ -348,51 +265,23 @@ class Run:
 
     # -- warm kernels: start the next nodes' kernels while their parents run -----------------
 
-    def _warmable(self, node: Node) -> bool:
-        from nbplugins.secrets import is_reference
-
+    def _warm(self, node: Node) -> None:
         # a secret parameter reference adds kernel env at execution time: such a node starts cold
-        return node.kind == "notebook" and not any(is_reference(v) for v in node.parameters.values())
-
-    def _warm_one(self, node: Node) -> Any:
+        if (self._warm_kernels is None or node.id in self._warm_kernels or node.kind != "notebook"
+                or any(references.is_reference(v) for v in node.parameters.values())):
+            return
         import nbformat
-
-        from nbplugins.papermill import kernels
 
         workdir = self.node_dir(node)
         workdir.mkdir(parents=True, exist_ok=True)
         nb = nbformat.read(str(self.pipeline.path_of(node)), as_version=4)
         env = kernels.kernel_environment(self._env(node), self._credentials or {})
-        name = self._kernel_of(nb)
-        return kernels.start_kernel(name, self._kernel_dir, cwd=str(workdir), env=env,
-                                    fork=self._forks.ready(name, env))
-
-    def _warm(self, node: Node) -> None:
-        if self._warm_pool is None or node.id in self._warm_kernels or not self._warmable(node):
-            return
-        self._warm_kernels[node.id] = self._warm_pool.submit(self._warm_one, node)
-
-    def _take_warm(self, node: Node) -> Any:
-        future = self._warm_kernels.pop(node.id, None)
-        if future is None:
-            return None
-        try:
-            return future.result()
-        except Exception:  # noqa: BLE001 - fall back to a cold start, which reports its own errors
-            return None
-
-    def _drop_warm(self, node_ids: Iterable[str]) -> None:
-        from nbplugins.papermill import kernels
-
-        for nid in node_ids:
-            future = self._warm_kernels.pop(nid, None)
-            if future is not None:
-                future.add_done_callback(lambda f: f.exception() is None and kernels.stop_kernel(f.result()))
+        self._warm_kernels.start(node.id, self._kernel_of(nb), cwd=str(workdir), env=env)
 
     def _collect_outputs(self, node: Node, workdir: Path) -> list[dict[str, Any]]:
         outputs = []
         for pattern in node.outputs:
-            found = _matches(workdir, pattern)
+            found = folders.matches(workdir, pattern)
             if not found:
                 raise ExecutionError(f"node {node.label!r}: declared output {pattern!r} was not produced")
             for path in found:  # an output that is a link out of the folder is not the node's to hand on
@@ -417,7 +306,7 @@ class Run:
             target = workdir / source.name
             result["output_notebook"] = str(target.relative_to(self.run_dir))
             kernel = self._kernel_of(nb)
-            km = self._take_warm(node)
+            km = self._warm_kernels.take(node.id) if self._warm_kernels is not None else None
             execute(str(source), str(target), params, cwd=str(workdir), env=env, kernel_name=kernel,
                     km=km, credentials=self._credentials if km is not None else None,
                     timeout=node.timeout or self.timeout)
@@ -428,7 +317,7 @@ class Run:
             log = workdir / f"{source.stem}.log"
             result["log"] = str(log.relative_to(self.run_dir))
             proc = self._script(node, argv, workdir, env)
-            secrets.write_private(log, secrets.redact(proc.stdout + proc.stderr))
+            files.write_atomic(log, secrets.redact(proc.stdout + proc.stderr))
             if proc.returncode != 0:
                 last = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
                 raise ExecutionError(f"{source.name} exited with {proc.returncode}: {secrets.redact(last[0])[:300]}")
@@ -458,8 +347,6 @@ class Run:
 
     def _stop_everything(self) -> None:
         """An interrupted run: end every kernel and script now, so the workers return."""
-        from nbplugins.papermill import kernels
-
         for proc in list(self._scripts):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -484,17 +371,11 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
 
     def _setup_warm(self, stack: contextlib.ExitStack) -> None:
-        """One token keeper for the whole run, and a thread that starts kernels ahead of need."""
-
-        from nbplugins.papermill import kernels
-
+        """One token keeper for the whole run, and kernels started ahead of need."""
         self._credentials = stack.enter_context(kernels.credentials())
-        self._forks = kernels.ForkServers()  # warm kernels are forks: milliseconds, not a second
-        stack.callback(self._forks.close)
-        self._kernel_dir = kernels.socket_directory()
-        stack.callback(shutil.rmtree, self._kernel_dir, True)
         if self.warm:
-            self._warm_pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nbplugins-warm")
+            self._warm_kernels = kernels.WarmKernels(self.jobs)
+            stack.callback(self._warm_kernels.close)
 
     def _update(self, label: str, fields: Mapping[str, Any]) -> None:
         with self._lock:
@@ -513,15 +394,15 @@ class Run:
                 rec = self.record["nodes"][node.label]
                 yield Event("reused", node.label, duration=rec.get("duration"), outputs=rec.get("outputs", []))
         ranked = critical_path_order(p)
-        height = chain_heights(p)
+        height = graph.heights(p.parents())
         hold_until: float | None = None  # a slot kept free briefly for a longer chain (HOLD_SECONDS)
         hold_spent = False  # the hold ran out: no new hold until the next event
         inbox: queue.Queue[tuple[Node, Event, dict[str, Any]]] = queue.Queue()
         running: set[str] = set()
-        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="nbplugins-node")
         stack = contextlib.ExitStack()
         try:
             self._setup_warm(stack)
+            pool = stack.enter_context(kernels.worker_threads(self.jobs, "nbplugins-node"))
             while True:
                 # nodes whose parents are all done or running: about to be ready
                 soon = [n for n in ranked if status[n.id] == "pending"
@@ -562,7 +443,8 @@ class Run:
                 self.save()
                 yield event
                 if event.kind == "failed":
-                    self._drop_warm(p.descendants(node.id))
+                    if self._warm_kernels is not None:
+                        self._warm_kernels.drop(p.descendants(node.id))
                     for nid in sorted(p.descendants(node.id), key=[n.id for n in p.order()].index):
                         if status[nid] == "pending":
                             status[nid] = "skipped"
@@ -575,11 +457,7 @@ class Run:
             self._stop_everything()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._drop_warm(list(self._warm_kernels))
-            if self._warm_pool is not None:
-                self._warm_pool.shutdown(wait=True)
-            stack.close()
+            stack.close()  # the node threads end first, then the warm kernels and the token keeper
             self.record["end"] = time.time()
             if self.record["status"] != "interrupted":
                 bad = [s for s in status.values() if s not in DONE]

@@ -84,9 +84,14 @@ def filesystem(url: str, profile: str | None = None) -> tuple[Any, str]:
 
 
 def _local(url: str, rest: str, profile: str | None) -> Location:
+    return Location(url, "file", _local_fs, os.path.abspath(os.path.expanduser(rest)))
+
+
+def _local_fs() -> Any:
+    """fsspec's local filesystem, imported only when asked for (staging reads local files itself)."""
     from fsspec.implementations.local import LocalFileSystem
 
-    return Location(url, "file", LocalFileSystem, os.path.abspath(os.path.expanduser(rest)))
+    return LocalFileSystem()
 
 
 def _s3(url: str, rest: str, profile: str | None) -> Location:

@@ -6,10 +6,8 @@ storage option, ``[onedata] provider`` or ``ONEDATA_PROVIDER``; when none is set
 through Onezone (``ONEDATA_ZONE``, EGI DataHub by default) as the official client does.
 
 Tokens, first found wins: the ``token`` storage option, ``[onedata] token`` / ``ONEDATA_TOKEN``,
-or a temporary Onedata token minted at Onezone from the EGI Check-in token that
-:mod:`nbplugins.tokens` resolves (``X-Auth-Token: egi:<token>``), re-minted when the provider
-refuses it. The hubs' ``ONECLIENT_ACCESS_TOKEN`` is limited to oneclient and is refused by the
-REST API: it is never used, and an error says so when it is all there is.
+or a temporary Onedata token minted at Onezone from the EGI Check-in token, re-minted when the
+provider refuses it (:mod:`nbplugins.storage.onezone`, which also finds the provider of a space).
 
 Why not the official ``onedatarestfsspec``: it cannot overwrite, stops listings at 1000 entries
 and ignores the block size; its ``onedatafilerestclient`` asks Onezone for the token scope every
@@ -19,53 +17,52 @@ caches file ids and listings, reads in large ranged GETs with readahead, and wri
 offset PUTs, several in flight, to a temporary name that is moved over the target (CDMI
 ``move``, the only rename the API has) when the file is closed. A failed or abandoned write
 never leaves a half-written file under the final name; while an existing file is replaced
-there is a short moment (delete, then move) when the name does not exist.
+there is a short moment (delete, then move) when the name does not exist. Open files are
+:mod:`nbplugins.storage.onedata_file`; this module is one class filling fsspec's contract,
+a little over 600 lines, kept whole so the contract reads in one place.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import logging
 import os
 import threading
-import time
 import urllib.parse
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
 from fsspec.callbacks import DEFAULT_CALLBACK
-from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from fsspec.spec import AbstractFileSystem
 
 from nbplugins import config as config_mod
 from nbplugins import secrets
-from nbplugins.errors import AuthError, ServiceError, StorageError, TokenError, TransientError
+from nbplugins.errors import AuthError, ServiceError, StorageError, TransientError
 from nbplugins.http import HttpClient
-from nbplugins.retry import Retry, is_transient
-from nbplugins.tokens import Token, TokenResolver, default_resolver, make_token
+from nbplugins.retry import Retry, is_tls_error, is_transient
+from nbplugins.storage.onedata_file import OnedataFile
+from nbplugins.storage.onezone import (
+    ONECLIENT_HELP,
+    ONECLIENT_VAR,
+    OnedataToken,
+    OnezoneRefused,
+    base_url,
+    find_provider,
+)
+from nbplugins.tokens import TokenResolver
+
+__all__ = ["OnedataFile", "OnedataFileSystem", "OnedataToken", "OnezoneRefused"]
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 LIST_ATTRS = ["fileId", "name", "type", "size", "mtime", "ctime", "posixPermissions"]
 ALLOWED = (400, 403, 404, 409, 416)
-ONECLIENT_VAR = "ONECLIENT_ACCESS_TOKEN"
-ONECLIENT_HELP = (
-    "ONECLIENT_ACCESS_TOKEN is a oneclient-only token (the hub's FUSE mount) and the Oneprovider "
-    "REST API refuses it; set ONEDATA_TOKEN to an access token from the Onezone web UI, or make an "
-    "EGI Check-in token available (OIDC_ACCESS_TOKEN, the hub's token file, oidc-agent) so "
-    "nbplugins mints one at Onezone"
-)
 _TYPES = {"REG": "file", "DIR": "directory", "SYMLNK": "link", "LNK": "file"}
-
-
-def _base_url(host: str) -> str:
-    host = host.strip().rstrip("/")
-    return host if host.startswith(("https://", "http://")) else f"https://{host}"
 
 
 def _verify(value: Any) -> bool | str:
@@ -81,96 +78,29 @@ def _verify(value: Any) -> bool | str:
     return text
 
 
-# ----------------------------------------------------------------------------- tokens
-
-
-class OnezoneRefused(AuthError):
-    """Onezone refused the Check-in token, so no Onedata token could be minted."""
-
-
-class OnedataToken:
-    """Token provider: a given Onedata token, or one minted at Onezone from the Check-in token."""
-
-    def __init__(self, *, token: str | None, zone: str, verify: bool | str, retry: Retry,
-                 ttl: int, idp: str, resolver: TokenResolver | None = None, source: str = "") -> None:
-        self.given = token.strip() if token else None
-        self.source = source
-        self.zone = _base_url(zone)
-        self.verify = verify
-        self.retry = retry
-        self.ttl = ttl
-        self.idp = idp
-        self.resolver = resolver
-        self.lock = threading.Lock()
-        self.minted: Token | None = None
-        self.static: Token | None = None
-        if self.given:
-            self.static = make_token(self.given, source)
-            oneclient = os.environ.get(ONECLIENT_VAR)
-            if oneclient and oneclient.strip() == self.given:
-                raise TokenError(f"Onedata: the token given ({source}) is the hub's {ONECLIENT_HELP}")
-
-    def get(self, force_refresh: bool = False) -> Token:
-        if self.static is not None:
-            secrets.register(self.static.value, self.source)  # the scrubber may have been cleared
-            return self.static
-        with self.lock:
-            fresh = self.minted is not None and not self.minted.expired(margin=60)
-            if fresh and not force_refresh:
-                secrets.register(self.minted.value, self.minted.source)
-                return self.minted
-            self.minted = self._mint()
-            return self.minted
-
-    def _mint(self) -> Token:
-        resolver = self.resolver or default_resolver()
-        try:
-            checkin = resolver.get()
-        except TokenError as exc:
-            if os.environ.get(ONECLIENT_VAR):
-                secrets.register(os.environ[ONECLIENT_VAR], ONECLIENT_VAR)
-                raise TokenError(f"Onedata: no usable token: {ONECLIENT_HELP}") from None
-            raise TokenError(
-                "Onedata: no token: set ONEDATA_TOKEN (or the 'token' storage option) to a Onedata "
-                f"access token, or provide a Check-in token to mint one at {self.zone} ({exc})"
-            ) from None
-        client = HttpClient(f"{self.zone}/api/v3/onezone", service=f"Onezone {self.zone}",
-                            token=resolver, header="X-Auth-Token", scheme=f"{self.idp}:",
-                            retry=self.retry, verify=self.verify, timeout=(10.0, 60.0))
-        until = int(time.time()) + self.ttl
-        try:
-            response = client.post("user/tokens/temporary", verify=self.verify, json={
-                "type": {"accessToken": {}}, "caveats": [{"type": "time", "validUntil": until}]})
-        except AuthError as exc:
-            raise OnezoneRefused(f"Onedata: Onezone {self.zone} refused the Check-in token from "
-                            f"{checkin.source}, so no Onedata token could be minted ({exc})") from None
-        finally:
-            client.close()
-        value = response.json().get("token")
-        if not value:
-            raise ServiceError(f"Onedata: Onezone {self.zone} minted no token (answer had no 'token')")
-        log.info("minted a Onedata token at %s from %s, valid %d s", self.zone, checkin.source, self.ttl)
-        return make_token(value, f"Onedata token minted at Onezone from {checkin.source}", expires_at=until)
-
-
 # ----------------------------------------------------------------------------- filesystem
 
 
-class _CachedByConfig(type(AbstractFileSystem)):
-    """fsspec's instance cache, keyed also by the config a new instance would read."""
+class _ConfigKey:
+    """The config a new instance would read, as a class attribute computed when read.
 
-    @property
-    def _config_key(cls) -> tuple:
+    fsspec keys its instance cache on the values of ``_extra_tokenize_attributes``; with this
+    one in the list, a changed ``[onedata]``/``[token]`` config or environment gives a new
+    instance instead of a cached one built from the old settings.
+    """
+
+    def __get__(self, instance: Any, owner: type) -> tuple:
         cfg = config_mod.get()
         return (dataclasses.astuple(cfg.onedata), dataclasses.astuple(cfg.token), bool(os.environ.get(ONECLIENT_VAR)))
 
 
-class OnedataFileSystem(AbstractFileSystem, metaclass=_CachedByConfig):
+class OnedataFileSystem(AbstractFileSystem):
     """``onedata://space/path`` over the Oneprovider REST API v3 (see the module docstring)."""
 
     protocol = ("onedata",)
     root_marker = ""
     cachable = True
+    _config_key = _ConfigKey()
     _extra_tokenize_attributes = ("_config_key",)
 
     def __init__(self, provider: str | None = None, token: str | None = None, zone: str | None = None,
@@ -180,8 +110,8 @@ class OnedataFileSystem(AbstractFileSystem, metaclass=_CachedByConfig):
                  page_size: int = 1000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         cfg = config_mod.get().onedata
-        self.zone = _base_url(zone or cfg.zone)
-        self.provider = _base_url(provider or cfg.provider) if (provider or cfg.provider) else None
+        self.zone = base_url(zone or cfg.zone)
+        self.provider = base_url(provider or cfg.provider) if (provider or cfg.provider) else None
         self.verify = _verify(cfg.verify if verify is None else verify)
         self.blocksize = int(block_size or cfg.block_size_mib * MiB)
         self.concurrency = max(1, int(concurrency or cfg.concurrency))
@@ -195,8 +125,7 @@ class OnedataFileSystem(AbstractFileSystem, metaclass=_CachedByConfig):
         self._clients: dict[str, HttpClient] = {}
         self._space_base: dict[str, str] = {}
         self._ids: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._last_refusal = ""
+        self._refusal = threading.local()  # why the provider refused this thread's last request (HTTP 401)
 
     # ---- plumbing
 
@@ -225,55 +154,29 @@ class OnedataFileSystem(AbstractFileSystem, metaclass=_CachedByConfig):
         return client
 
     def _note_refusal(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Keep why a 401 was given (a response hook: it runs in the thread that sent the request)."""
         if response.status_code == 401:
-            try:
-                err = response.json().get("error") or {}
-                auth = (err.get("details") or {}).get("authError") or {}
-                caveat = (auth.get("details") or {}).get("caveat") or {}
-                text = auth.get("description") or err.get("description") or ""
-                if caveat.get("interface") == "oneclient":
-                    text = f"{text} ({ONECLIENT_HELP})"
-                elif caveat.get("type") == "time":
-                    text = f"{text} (the token has expired)"
-                self._last_refusal = secrets.redact(text)
-            except ValueError:
-                self._last_refusal = ""
+            self._refusal.text = _refusal_reason(response)
 
     def _discover(self, space: str) -> str:
-        """The Oneprovider supporting ``space``, from Onezone's view of the token (cached)."""
-        name = space.split("@", 1)[0]
-        if space in self._space_base:
-            return self._space_base[space]
-        zone = HttpClient(f"{self.zone}/api/v3/onezone", service=f"Onezone {self.zone}", retry=self.retry,
-                          verify=self.verify, timeout=self.timeout)
-        try:
-            scope = zone.post("tokens/infer_access_token_scope", verify=self.verify,
-                              json={"token": self.tokens.get().value}).json()
-        finally:
-            zone.close()
-        access = scope.get("dataAccessScope") or {}
-        for sid, details in (access.get("spaces") or {}).items():
-            if details.get("name") == name or space == f"{details.get('name')}@{sid}":
-                for pid in details.get("supports") or {}:
-                    provider = (access.get("providers") or {}).get(pid) or {}
-                    if provider.get("online") and provider.get("domain"):
-                        self._space_base[space] = _base_url(provider["domain"])
-                        return self._space_base[space]
-                raise StorageError(f"Onedata: no online Oneprovider supports space {name!r}; set ONEDATA_PROVIDER")
-        raise StorageError(f"Onedata: space {name!r} is not visible with this token at {self.zone} "
-                           f"(spaces: {', '.join(sorted(d.get('name', '?') for d in (access.get('spaces') or {}).values())) or 'none'})")
+        """The Oneprovider supporting ``space``, asked of Onezone once per space."""
+        if space not in self._space_base:
+            self._space_base[space] = find_provider(self.tokens, space, retry=self.retry, verify=self.verify,
+                                                    timeout=self.timeout)
+        return self._space_base[space]
 
     def _call(self, method: str, space: str, path: str, what: str, passthrough: tuple[int, ...] = (),
               **kwargs: Any) -> requests.Response:
         """One request to the provider of ``space``; Onedata errors become OSErrors naming ``what``."""
         client = self._client(space)
         kwargs.setdefault("verify", self.verify)  # per request: REQUESTS_CA_BUNDLE beats session.verify
+        self._refusal.text = ""
         try:
             response = client.request(method, path, allow=ALLOWED, **kwargs)
         except OnezoneRefused:
             raise
         except AuthError:
-            reason = self._last_refusal or "the token is not valid"
+            reason = getattr(self._refusal, "text", "") or "the token is not valid"
             source = self.tokens.static.source if self.tokens.static else "Onezone (minted)"
             raise AuthError(f"Onedata refused the access token from {source} "
                             f"(HTTP 401: {reason}); check ONEDATA_TOKEN or the Check-in token") from None
@@ -641,162 +544,28 @@ class OnedataFileSystem(AbstractFileSystem, metaclass=_CachedByConfig):
                    headers={"Content-Type": "application/octet-stream"})
 
 
-class OnedataFile(AbstractBufferedFile):
-    """A file: ranged GETs with readahead; writes in offset PUTs to a temporary name, moved on close.
-
-    ``ab`` appends in place with offset PUTs (the REST API has no atomic append).
-    """
-
-    def __init__(self, fs: OnedataFileSystem, path: str, mode: str = "rb", **kwargs: Any) -> None:
-        self._pending: list[Future] = []
-        self._pool: ThreadPoolExecutor | None = None
-        self._temp: str | None = None
-        self._temp_id: str | None = None
-        self._append: tuple[str, int] | None = None
-        self._committed = False
-        self._direct = False
-        if mode == "rb":
-            info = fs.info(path)
-            if info["type"] == "directory":
-                raise IsADirectoryError(errno.EISDIR, "Onedata: is a directory", _url(path))
-            self._details = info
-        elif mode == "xb" and fs.exists(path):
-            raise FileExistsError(errno.EEXIST, "Onedata: the file exists", _url(path))
-        elif mode == "ab":
-            try:
-                info = fs.info(path)
-            except FileNotFoundError:
-                info = None
-            if info is not None:
-                if info["type"] == "directory":
-                    raise IsADirectoryError(errno.EISDIR, "Onedata: is a directory", _url(path))
-                self._append = (fs._file_id(path), int(info["size"]))
-        super().__init__(fs, path, mode, **kwargs)
-
-    def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs._get_range(self.path, start, end)
-
-    def _initiate_upload(self) -> None:
-        if self._append is not None:
-            self.offset = self._append[1]  # the first chunk creates the temporary file otherwise
-
-    def _upload_chunk(self, final: bool = False) -> bool:
-        data = self.buffer.getvalue()
-        fs: OnedataFileSystem = self.fs
-        if self._append is not None:
-            for start in range(0, len(data), self.blocksize):
-                self._submit(self.path, self._append[0], self.offset + start, data[start:start + self.blocksize])
-            if final:
-                self._drain()
-                self._committed = True
-                fs._forget(self.path)
-            return True
-        if self.offset == 0 and self._temp is None and final and self.path not in fs._ids:
-            # the whole file in one request, straight to its name: op-worker unlinks it if the
-            # body fails, so a half-written file never shows; an existing target goes the long way
-            try:
-                fs._create(self.path, data)
-                self._direct = True
-                return True
-            except FileExistsError:
-                if self.mode == "xb":
-                    raise
-        for start in range(0, max(len(data), 1 if self._temp is None else 0), self.blocksize):
-            piece = data[start:start + self.blocksize]
-            if self._temp is None:
-                parent, name = fs._parent(self.path), self.path.rsplit("/", 1)[-1]
-                self._temp = f"{parent}/.{name}.nbp-{uuid.uuid4().hex[:12]}.part"
-                self._temp_id = fs._create(self._temp, piece)
-            else:
-                self._submit(self._temp, self._temp_id, self.offset + start, piece)
-        if final:
-            self._drain()
-            if self.autocommit:
-                self.commit()
-        return True
-
-    def _submit(self, path: str, fid: str | None, offset: int, piece: bytes) -> None:
-        """Send one piece in the background, at most ``concurrency`` in flight; raise earlier failures."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.fs.concurrency, thread_name_prefix="onedata-put")
-        running = []
-        for future in self._pending:
-            if future.done():
-                future.result()
-            else:
-                running.append(future)
-        while len(running) >= self.fs.concurrency:
-            running.pop(0).result()
-        running.append(self._pool.submit(self.fs._write_at, path, fid, offset, piece))
-        self._pending = running
-
-    def _drain(self) -> None:
-        try:
-            for future in self._pending:
-                future.result()
-        finally:
-            self._pending = []
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-
-    def commit(self) -> None:
-        """Give the written data its final name (nothing to do if it was created there directly)."""
-        if self._committed or self._direct:
-            self._committed = True
-            return
-        fs: OnedataFileSystem = self.fs
-        if self._temp is None:
-            fs._replace_target(self.path)
-            fs._create(self.path, b"")
-        else:
-            fs._replace_target(self.path)
-            fs._cdmi("move", self._temp, self.path, False)
-            fs._forget(self._temp)
-            fs._forget(self.path)
-            self._temp = None
-        self._committed = True
-
-    def discard(self) -> None:
-        """Drop what was written: the temporary file goes, the target is untouched."""
-        with contextlib.suppress(Exception):  # the failure that brought us here is what counts
-            self._drain()
-        if self._temp is not None:
-            try:
-                self.fs._delete(self._temp)
-            except Exception as exc:  # best effort: its name says what it is
-                log.warning("could not remove temporary %s: %s", _url(self._temp), exc)
-            self._temp = None
-
-    def close(self) -> None:
-        if self.closed or self.mode == "rb":
-            return super().close()
-        try:
-            super().close()
-        except BaseException:
-            self.discard()
-            raise
-
-    def __exit__(self, exc_type: Any, *args: Any) -> None:
-        if exc_type is not None and self.mode != "rb" and not self.closed:
-            self.discard()  # the block failed: nothing reaches the final name
-            self.closed = True
-            return
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "closed", True) and self.mode != "rb":
-            self.discard()  # never commit a file nobody closed
-            self.closed = True
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
 def _retryable(exc: BaseException) -> bool:
-    """Transient failures, except TLS verification (retrying cannot make a certificate trusted)."""
-    text = repr(exc)
-    return is_transient(exc) and "CERTIFICATE_VERIFY_FAILED" not in text and "SSLCertVerificationError" not in text
+    """Transient failures, except TLS ones (retrying cannot make a certificate trusted)."""
+    return is_transient(exc) and not is_tls_error(exc)
+
+
+def _refusal_reason(response: requests.Response) -> str:
+    """Why a Oneprovider answered 401, from its error body (redacted; a oneclient-only or expired token said so)."""
+    try:
+        err = response.json().get("error") or {}
+        auth = (err.get("details") or {}).get("authError") or {}
+        caveat = (auth.get("details") or {}).get("caveat") or {}
+    except (ValueError, AttributeError):
+        return ""
+    text = auth.get("description") or err.get("description") or ""
+    if caveat.get("interface") == "oneclient":
+        text = f"{text} ({ONECLIENT_HELP})"
+    elif caveat.get("type") == "time":
+        text = f"{text} (the token has expired)"
+    return secrets.redact(text)
 
 
 def _body(response: requests.Response) -> bytes:

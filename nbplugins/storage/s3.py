@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nbplugins import config as config_mod
-from nbplugins import secrets
+from nbplugins import files, secrets
 from nbplugins.config import S3Profile
 from nbplugins.errors import AuthError, ConfigError, ServiceError, StorageError
 from nbplugins.retry import Retry, describe, is_transient
@@ -345,7 +345,7 @@ def ec2_credentials(prof: S3Profile, *, token_provider: Any = None, refresh: boo
             cred = _exchange(prof, token.value, retry, refused)
         secrets.register(cred["access"], "EC2 access key")
         secrets.register(cred["secret"], "EC2 secret key")
-        secrets.write_private(path, json.dumps({**cred, "created": time.time()}))
+        files.write_atomic(path, json.dumps({**cred, "created": time.time()}))
         _fresh.add(_fingerprint(cred))
         return cred
 

@@ -86,8 +86,7 @@ class Signer:
         names = sorted(canonical)
         signed = ";".join(names)
         request = "\n".join([
-            method, path,
-            "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(query.items())),
+            method, path, canonical_query(query),
             "".join(f"{n}:{canonical[n]}\n" for n in names), signed, payload_hash,
         ])
         day = stamp[:8]
@@ -97,6 +96,11 @@ class Signer:
         headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._access}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
         return headers
+
+
+def canonical_query(query: dict[str, str]) -> str:
+    """The query string as SigV4 signs it (and as it is sent): each name and value URI-encoded, sorted encoded."""
+    return "&".join(f"{k}={v}" for k, v in sorted((quote(k, safe="~"), quote(v, safe="~")) for k, v in query.items()))
 
 
 def usable(settings: S3Settings) -> bool:
@@ -184,8 +188,7 @@ class ObjectWire:
               body: Any = None) -> tuple[str, http.client.HTTPResponse]:
         host, path = self._where(bucket, key)
         host_header = host if self.default_port else f"{host}:{self.port}"
-        target = path + ("?" + "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}"
-                                        for k, v in sorted(query.items())) if query else "")
+        target = f"{path}?{canonical_query(query)}" if query else path
         for attempt in (0, 1):
             conn = self._connection(host)
             reused = conn.sock is not None
@@ -247,18 +250,25 @@ class ObjectWire:
     def get(self, bucket: str, key: str, offset: int, length: int) -> Iterator[memoryview]:
         """Bytes ``[offset, offset + length)`` of an object, as views of one reused buffer.
 
-        Each view is valid until the next one is asked for: write or copy it first.
+        Each view is valid until the next one is asked for: write or copy it first. A server
+        that ignores ``Range`` (200 and the whole object) is taken at its word only when the
+        whole object is the range asked for; any other answer than that range is refused at
+        once (StorageError): no later attempt would get other bytes.
         """
         if length <= 0:
             return
-        host, response = self._send("GET", bucket, key, {}, {"range": f"bytes={offset}-{offset + length - 1}"})
+        last = offset + length - 1
+        host, response = self._send("GET", bucket, key, {}, {"range": f"bytes={offset}-{last}"})
         if response.status not in (200, 206):
             self._fail(host, response, "GetObject")
         span = response.getheader("Content-Range") or ""
-        if not span.startswith(f"bytes {offset}-{offset + length - 1}/") and (offset or response.status == 206):
-            self._drop(host)  # rclone answers 200 with a Content-Range; anything else is not the bytes asked for
-            raise StorageError(f"s3://{bucket}/{key}: the server answered {span or 'the whole object'} "
-                               f"to a request for bytes {offset}-{offset + length - 1}")
+        whole = response.status == 200 and not span  # the server ignored Range: the body is the whole object
+        # the range asked for (206, or rclone's 200 with a Content-Range); or a whole object that is that range
+        if not (span.startswith(f"bytes {offset}-{last}/") or (whole and offset == 0 and response.length in (length, None))):
+            self._drop(host)  # not the bytes asked for: refused at once, not retried to the end of the budget
+            raise StorageError(f"s3://{bucket}/{key}: the server answered "
+                               f"{span or f'the whole object ({response.length} bytes)'} to a request for bytes "
+                               f"{offset}-{last}" + (" (it ignores Range requests)" if whole else ""))
         buf = self._local.__dict__.get("buf")
         if buf is None:
             buf = self._local.buf = memoryview(bytearray(BLOCK))
@@ -271,6 +281,9 @@ class ObjectWire:
                 got += n
                 yield buf[:n]
             if response.read(1):
+                if whole:  # (no Content-Length said so up front)
+                    raise StorageError(f"s3://{bucket}/{key}: the server ignores Range requests and sent more than "
+                                       f"bytes {offset}-{last}")
                 raise http.client.IncompleteRead(b"", 0)
         finally:
             if got < length or not response.isclosed():

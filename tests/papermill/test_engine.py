@@ -3,17 +3,20 @@ notebook; scrubbed outputs on success and failure; per-run working directories."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from nbplugins import scraps
+from nbplugins import scraps, secrets
 from nbplugins.errors import ExecutionError, ValidationError
 from nbplugins.papermill.engine import execute
 from tests.papermill import notebooks
@@ -170,3 +173,43 @@ def test_literal_at_values_are_escaped_with_a_double_at(tmp_path):
     nb = notebooks.write(tmp_path / "at.ipynb", "handle = ''", "from nbplugins import scraps\nscraps.glue('h', handle)")
     out = execute(nb, tmp_path / "at.out.ipynb", {"handle": "@@oidc"})
     assert scraps.read(out) == {"h": "@oidc"}
+
+
+def test_a_save_in_the_middle_of_a_cell_holds_its_outputs_and_no_secret(tmp_path, canary, monkeypatch):
+    from papermill import execute_notebook
+
+    secrets.register(canary)
+    monkeypatch.setenv("CANARY_VALUE", canary)
+    cell = ("import os, time\nprint('key', os.environ['CANARY_VALUE'], flush=True)\ntime.sleep(1.3)\n"
+            "print('tick', flush=True)\ntime.sleep(1.3)\nprint('tock', flush=True)\ntime.sleep(2.5)")
+    nb = notebooks.write(tmp_path / "slow.ipynb", None, cell)
+    out = tmp_path / "slow.out.ipynb"
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:  # every state of the output file while the notebook runs
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                text = out.read_text()
+                if not seen or text != seen[-1]:
+                    seen.append(text)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:  # autosave: papermill saves during a cell once a second has passed since the last save
+        result = execute_notebook(str(nb), str(out), engine_name="nbplugins", kernel_name="python3",
+                                  progress_bar=False, autosave_cell_every=1)
+    finally:
+        done.set()
+        watcher.join()
+    mid_cell = []
+    for text in seen:
+        with contextlib.suppress(ValueError):  # a save caught half-written
+            doc = json.loads(text)
+            if doc["cells"][-1]["metadata"]["papermill"]["status"] == "running":
+                mid_cell.append("".join("".join(o.get("text", "")) for o in doc["cells"][-1]["outputs"]))
+    assert "tick" in mid_cell[-1] and "tock" in mid_cell[-1] and "key ***" in mid_cell[-1], mid_cell
+    assert all(canary not in text for text in seen)
+    final = "".join("".join(o.get("text", "")) for o in result.cells[-1].outputs)
+    assert final == "key ***\ntick\ntock\n" and canary not in out.read_text()

@@ -68,7 +68,7 @@ def test_kfp_export_has_no_credentials_and_loads_with_the_kfp_sdk(exporting, mot
         nb = json.loads(tar.extractfile("prepare_table.ipynb").read())
     assert "data/measurements.csv" in names
     injected = "".join(next(c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", []))["source"])
-    assert "output_path = 'prepared.csv'" in injected
+    assert 'output_path = "prepared.csv"' in injected  # written as papermill writes literals
     assert 'min_humidity = float(_nbplugins_os.environ.get("min_humidity", 45.0))' in injected
     assert not list((tmp_path / "tmp").glob("nbplugins-export-*"))  # staging removed
     for blob in archives.values():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nbplugins.pipelines import export, runner, spec
+from nbplugins.pipelines import export, parameters, spec
 from tests.pipelines.conftest import make_notebook, write_spec
 
 IMAGE = "quay.io/jupyter/minimal-notebook:2025-03-14"
@@ -150,7 +150,7 @@ def test_export_of_labels_that_map_to_one_folder_stages_one_folder_per_node(work
     pipeline = elyra.load(path)
     stage = tmp_path / "stage"
     stage.mkdir()
-    staged = export.stage(pipeline, stage, "kfp", runner.resolve_parameters(pipeline, None))
+    staged = export.stage(pipeline, stage, "kfp", parameters.resolve_parameters(pipeline, None))
     doc = json.loads(staged.read_text())
     files = {n["app_data"]["ui_data"]["label"]: n["app_data"]["component_parameters"]["filename"]
              for n in doc["pipelines"][0]["nodes"]}

@@ -321,3 +321,63 @@ def test_canary_token_never_reaches_logs_or_errors(onedata_env, monkeypatch, can
     assert canary not in text
     assert minted not in text
     assert fs.tokens.get().value == canary  # the canary was really used
+
+
+# ----------------------------------------------------------------------------- instance cache, garbage, threads, TLS
+
+
+def test_instances_are_cached_by_fsspec_and_renewed_when_the_config_changes(onedata_env, monkeypatch):
+    from fsspec.spec import AbstractFileSystem
+
+    assert type(OnedataFileSystem) is type(AbstractFileSystem)  # fsspec's own caching, no metaclass of ours
+    first = fsspec.filesystem("onedata")
+    assert fsspec.filesystem("onedata") is first
+    monkeypatch.setenv("ONEDATA_BLOCK_SIZE_MIB", "2")
+    second = fsspec.filesystem("onedata")
+    assert second is not first and second.blocksize == 2 * MiB
+    assert fsspec.filesystem("onedata") is second
+
+
+def test_a_write_nobody_closed_sends_nothing_when_it_is_garbage_collected(onedata_fs, onedata_server, caplog):
+    import gc
+
+    path = f"{onedata_fs.test_base}/unclosed.bin"
+    handle = onedata_fs.open(path, "wb", block_size=MiB)
+    handle.write(payload(3 * MiB))  # a temporary file exists, parts are on their way
+    handle.flush()
+    for future in handle._pending:
+        future.result()
+    onedata_server.reset()
+    del handle
+    gc.collect()
+    assert onedata_server.counts() == {}  # no DELETE, no move: nothing from the garbage collector
+    assert not onedata_fs.exists(path)
+    assert "was never closed" in caplog.text
+
+
+def test_why_a_request_was_refused_is_kept_per_thread(onedata_env):
+    import threading
+
+    fs = OnedataFileSystem(retry=FAST, skip_instance_cache=True)
+
+    class Refused:
+        status_code = 401
+
+        @staticmethod
+        def json():
+            return {"error": {"description": "another thread's reason"}}
+
+    worker = threading.Thread(target=fs._note_refusal, args=(Refused(),))
+    worker.start()
+    worker.join()
+    assert getattr(fs._refusal, "text", "") == ""  # this thread saw no refusal
+
+
+def test_an_untrusted_certificate_fails_at_once_without_retries(onedata_env):
+    import time
+
+    fs = OnedataFileSystem(verify=True, retry=Retry(initial=5, cap=5, deadline=60), skip_instance_cache=True)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="(?i)certificate"):
+        fs.ls("space1")
+    assert time.monotonic() - started < 4  # one try: no 5 s backoff

@@ -1,23 +1,29 @@
-"""The direct S3 wire: SigV4 as AWS publishes it, answers shaped like botocore's, real servers only."""
+"""The direct S3 wire: SigV4 as AWS publishes it and as botocore signs it, answers shaped like botocore's, real
+servers (and a plain web server that ignores Range)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
+import http.server
 import logging
 import os
 import socket
 import uuid
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import boto3
 import pytest
 
 from nbplugins import storage
-from nbplugins.errors import TransientError
+from nbplugins.errors import StorageError, TransientError
+from nbplugins.retry import Retry
 from nbplugins.storage import s3, s3wire, staging
+from nbplugins.storage.staging.endpoint import retryable
+from nbplugins.storage.staging.s3 import S3Endpoint
 from tests.servers import harness
 from tests.servers.onedata import make_certificate
 
@@ -120,13 +126,13 @@ def test_multipart_upload_control_calls_and_their_errors(wire, bucket):
     wire.abort_multipart_upload(Bucket=bucket, Key="mp/aborted", UploadId=aborted["UploadId"])
     with pytest.raises(s3wire.S3Error) as info:
         wire.put(bucket, "x", b"body", md5_b64(b"other body"))
-    assert info.value.response["Error"]["Code"] == "BadDigest" and staging._retryable(info.value)
+    assert info.value.response["Error"]["Code"] == "BadDigest" and retryable(info.value)
     for call, code in ((lambda: list(wire.get(bucket, "missing", 0, 10)), "NoSuchKey"),
                        (lambda: wire.head_bucket(Bucket=f"no-{uuid.uuid4().hex[:8]}"), "404"),
                        (lambda: wire.get_object(Bucket=f"no-{uuid.uuid4().hex[:8]}", Key="k"), "NoSuchBucket")):
         with pytest.raises(s3wire.S3Error) as info:
             call()
-        assert info.value.response["Error"]["Code"] == code and not staging._retryable(info.value)
+        assert info.value.response["Error"]["Code"] == code and not retryable(info.value)
 
 
 def test_wrong_secret_is_refused_and_never_shown(s3_env, bucket, rclone, canary, caplog):
@@ -170,7 +176,7 @@ def test_keys_from_botocores_own_chain_keep_the_botocore_path(rclone, bucket, tm
     monkeypatch.setenv("AWS_PROFILE", "lab")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", rclone.url)
     loc = storage.locate(f"s3://{bucket}/chain/", None)
-    assert loc.s3.credential_source == "botocore chain" and staging._wire(loc) is None
+    assert loc.s3.credential_source == "botocore chain" and S3Endpoint(loc, Retry()).wire is None
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     (src / "d" / "big.bin").write_bytes(os.urandom(11 * MiB))
@@ -252,3 +258,141 @@ def test_a_refusal_sent_while_the_body_is_still_going_is_reported_not_a_broken_p
     finally:
         os.close(fd)
         bad.close()
+
+
+# ----------------------------------------------------------------------------- signing: botocore's signer, differentially
+
+SIGN_ALPHABET = ("abcXYZ019 +%~/=&?#@!$'()*,;:[]-_.ü€日本\u00a0\t" + "".join(chr(c) for c in range(0x20, 0x7f, 7)))
+
+
+def _text(rng, lo: int = 0, hi: int = 12) -> str:
+    return "".join(rng.choice(SIGN_ALPHABET) for _ in range(rng.randint(lo, hi)))
+
+
+def _random_request(rng) -> tuple[str, str, dict[str, str], dict[str, str], str | None]:
+    """(method, key, query, extra headers, session token): keys, prefixes and query strings people write."""
+    key = "/".join(_text(rng, 1, 8) for _ in range(rng.randint(1, 4)))
+    kind = rng.randrange(4)
+    if kind == 0:  # ListObjectsV2 as the wire sends it
+        query = {"list-type": "2", "prefix": _text(rng) + rng.choice(["", "/"]), "encoding-type": "url"}
+        if rng.random() < 0.5:
+            query["delimiter"] = rng.choice(["/", "=", "+", "%", " "])
+        if rng.random() < 0.5:
+            query["continuation-token"] = _text(rng, 1, 30)
+    elif kind == 1:  # a part of a multipart upload
+        query = {"partNumber": str(rng.randint(1, 10_000)), "uploadId": _text(rng, 1, 40)}
+    elif kind == 2:
+        query = {"uploads": ""} if rng.random() < 0.5 else {}
+    else:  # anything: names and values with unicode, spaces, '+', '%', '~', '/', '='
+        query = {_text(rng, 1, 6): _text(rng) for _ in range(rng.randint(1, 5))}
+    names = ["content-md5", "content-type", "range", "x-amz-meta-part-size", "x-amz-meta-" + "".join(
+        rng.choice("abcdefghij-") for _ in range(5)), "x-amz-storage-class"]
+    headers = {name: _text(rng, 0, 20).replace("\t", " ").strip() if rng.random() < 0.5 else _text(rng, 0, 20)
+               for name in rng.sample(names, rng.randint(0, len(names)))}
+    token = _text(rng, 10, 30) if rng.random() < 0.3 else None
+    return rng.choice(["GET", "PUT", "POST", "HEAD", "DELETE"]), key, query, headers, token
+
+
+def test_signatures_match_botocores_on_thousands_of_random_requests(monkeypatch):
+    """Our SigV4 against botocore's S3SigV4Auth on the same requests (UNSIGNED-PAYLOAD and signed bodies)."""
+    import random
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.config import Config
+    from botocore.credentials import Credentials
+
+    now = dt.datetime(2024, 2, 29, 23, 59, 58, tzinfo=dt.UTC)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: now.replace(tzinfo=None))
+    rng = random.Random(20240229)
+    wires = {(endpoint, path_style): s3wire.ObjectWire(s3.S3Settings(
+        name="r", endpoint_url=endpoint, region="us-east-1", access_key_id="k", secret_access_key="s",
+        path_style=path_style)) for endpoint in ("http://127.0.0.1:9000", "https://s3.example.org")
+        for path_style in (True, False)}
+    configs = {signed: Config(s3={"payload_signing_enabled": signed}) for signed in (True, False)}
+    for _ in range(3000):
+        method, key, query, headers, token = _random_request(rng)
+        region = rng.choice(["us-east-1", "eu-west-3", "default"])
+        access, secret = _text(rng, 16, 20).replace(" ", "A").replace("/", "B"), _text(rng, 30, 40)
+        wire = wires[rng.choice(list(wires))]
+        bucket = rng.choice(["bucket", "my.bucket", "b-" + "".join(rng.choice("abc0123") for _ in range(8))])
+        host, path = wire._where(bucket, key)
+        host_header = host if wire.default_port else f"{host}:{wire.port}"
+        body = rng.randbytes(rng.randint(0, 64)) if rng.random() < 0.3 else None
+        payload = hashlib.sha256(body or b"").hexdigest() if body is not None else s3wire.UNSIGNED_PAYLOAD
+        ours = s3wire.Signer(access, secret, region, token).sign(method, path, query, {"host": host_header, **headers},
+                                                                  payload_hash=payload, now=now)
+        request = AWSRequest(method=method, url=f"{wire.endpoint.split('://')[0]}://{host_header}{path}",
+                             headers={"host": host_header, **headers}, params=query, data=body or b"")
+        request.context["client_config"] = configs[body is not None]
+        botocore.auth.S3SigV4Auth(Credentials(access, secret, token), "s3", region).add_auth(request)
+        assert ours["Authorization"] == request.headers["Authorization"], (method, key, query, headers)
+        assert ours["x-amz-content-sha256"] == request.headers["X-Amz-Content-SHA256"]
+        sent = f"{path}?{s3wire.canonical_query(query)}" if query else path  # what _send puts on the request line
+        assert botocore.auth.S3SigV4Auth(Credentials(access, secret, token), "s3", region)._canonical_query_string_url(
+            urlsplit(sent)) == s3wire.canonical_query(query)
+
+
+# ----------------------------------------------------------------------------- a server that ignores Range
+
+
+class _IgnoresRange(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and the whole object, as a plain web server in front of files does."""
+
+    protocol_version = "HTTP/1.1"
+    body = b""
+    gets: list[str] = []
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's names
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("ETag", f'"{hashlib.md5(self.body).hexdigest()}"')
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).gets.append(self.headers.get("Range", ""))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        with contextlib.suppress(ConnectionError):  # the client hangs up once it sees what it got
+            self.wfile.write(self.body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def ignores_range():
+    import threading
+
+    _IgnoresRange.body = os.urandom(6 * MiB + 7)
+    _IgnoresRange.gets = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IgnoresRange)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_that_ignores_range_is_used_for_whole_objects_and_refused_at_once_for_parts(ignores_range,
+                                                                                              tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{ignores_range.server_address[1]}"
+    body = _IgnoresRange.body
+    wire = s3wire.ObjectWire(s3.S3Settings(name="plain", endpoint_url=url, region="us-east-1", access_key_id="k",
+                                           secret_access_key="s"))
+    try:
+        assert b"".join(bytes(b) for b in wire.get("b", "obj", 0, len(body))) == body  # the range is the object
+        for offset in (0, 100):
+            with pytest.raises(StorageError, match="ignores Range"):
+                list(wire.get("b", "obj", offset, 100))
+        assert len(_IgnoresRange.gets) == 3
+    finally:
+        wire.close()
+    for name, value in {"AWS_ENDPOINT_URL_S3": url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    _IgnoresRange.gets = []
+    with pytest.raises(StorageError, match="ignores Range"):  # at once: not retried until the budget runs out
+        staging.run(staging.get("s3://b/obj", str(tmp_path / "out" / "obj"), part_size=5 * MiB, concurrency=1),
+                    progress=False)
+    assert len(_IgnoresRange.gets) == 1 and not list((tmp_path / "out").iterdir())

@@ -16,6 +16,7 @@ import pytest
 from nbplugins import secrets
 from nbplugins.errors import StorageError
 from nbplugins.storage import staging
+from nbplugins.storage.staging import s3 as staging_s3
 from tests.servers import s3 as s3_servers
 from tests.servers.faultproxy import FaultProxy, Faults
 
@@ -253,10 +254,10 @@ def test_a_plain_md5_etag_over_many_parts_is_hashed_in_order_and_checked(s3_env,
     assert not [p for p in (tmp_path / "again").rglob("*") if staging.TMP_MARK in p.name]
 
 
-@pytest.mark.parametrize("split", [staging.MAX_LIST_SPLIT, 1])
+@pytest.mark.parametrize("split", [staging_s3.MAX_LIST_SPLIT, 1])
 def test_folders_listed_in_parallel_miss_nothing_even_those_missing_from_the_manifest(
         s3_env, bucket, rclone, tmp_path, monkeypatch, split):
-    monkeypatch.setattr(staging, "MAX_LIST_SPLIT", split)  # 1: more folders than that, one flat listing
+    monkeypatch.setattr(staging_s3, "MAX_LIST_SPLIT", split)  # 1: more folders than that, one flat listing
     src = tmp_path / "src"
     expected = make_tree(src, big=1 * MiB, small=6)
     run(staging.put(str(src), f"s3://{bucket}/set"))
