@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbplugins import secrets
+from nbplugins import files, secrets
 from nbplugins.errors import ConfigError
 from nbplugins.retry import Retry, set_default_policy
 
@@ -281,14 +281,9 @@ def load(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | N
     table: dict[str, Any] = {}
     if file.exists():
         try:
-            table = tomllib.loads(file.read_text())
+            table = tomllib.loads(files.read_text(file, "the config file is TOML text", ConfigError))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{file}: not a text file (byte {exc.start} is not UTF-8); "
-                              "the config file is TOML text") from None
     elif path is not None or environ.get("NBPLUGINS_CONFIG"):
         raise ConfigError(f"{file}: config file not found")
     config = build_section(Config, table, str(file))

@@ -47,6 +47,20 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int | No
         raise
 
 
+def read_text(path: str | os.PathLike[str], kind: str, error: type[Exception] = ValidationError) -> str:
+    """A file people hand us (grid, table, spec, pipeline, config) as text, or one line naming it:
+    not found, unreadable, or not UTF-8 text (``kind`` says what it should be: "a spec is YAML text")."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode()
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a text file (byte {exc.start} is not UTF-8); {kind}") from None
+
+
 def read_secret_file(path: str | os.PathLike[str], what: str, error: type[Exception] = ValidationError,
                      missing_ok: bool = False) -> str | None:
     """The text of a small secret file (a token or key file), read without blocking or filling memory.

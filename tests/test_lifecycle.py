@@ -196,3 +196,22 @@ def test_papermill_cli_honours_its_timeouts_and_scrubs_its_output_files(tmp_path
                            "--execution-timeout", "2"], capture_output=True, text=True, env=env, timeout=120)
     assert slow.returncode != 0 and "Timeout" in slow.stderr
     assert list(tmp.iterdir()) == []
+
+
+def test_a_failure_before_the_first_run_leaves_no_fork_server_behind(tmp_path, tmp, slow):
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-m", "nbplugins", "sweep", str(slow), "--grid", "missing.yaml",
+                               "-o", "out/{seconds}.ipynb"], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp)}, timeout=120)
+        assert done.returncode == 1 and "missing.yaml" in done.stderr and "Traceback" not in done.stderr
+    _wait_for(lambda: not list(tmp.iterdir()), 10)  # a server still starting removes its own folder
+
+
+def test_a_grid_past_the_ceiling_is_refused_with_its_count_unless_raised(tmp_path, tmp, slow):
+    (tmp_path / "grid.yaml").write_text(f"seconds: {list(range(1000))}\nother: {list(range(1000))}\n")
+    done = subprocess.run([sys.executable, "-m", "nbplugins", "sweep", str(slow), "--grid", "grid.yaml",
+                           "-o", "out/{index}.ipynb", "--allow-unknown"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "TMPDIR": str(tmp)}, timeout=120)
+    assert done.returncode == 1
+    assert "makes 1,000,000 runs (1000 x 1000), more than the ceiling of 10,000" in done.stderr
+    assert "--max-runs 1000000" in done.stderr and not (tmp_path / "out").exists()

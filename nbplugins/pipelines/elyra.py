@@ -300,14 +300,7 @@ def read(path: str | os.PathLike[str]) -> Pipeline:
     """Read and structurally check a ``.pipeline`` file (schema, versions, links)."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValidationError(f"{path}: pipeline file not found") from None
-    except OSError as exc:
-        raise ValidationError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path}: not a text file (byte {exc.start} is not UTF-8); "
-                              "a .pipeline file is JSON text") from None
+        doc = json.loads(files.read_text(path, "a .pipeline file is JSON text"))
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
     if isinstance(doc, dict) and doc.get("version") != SCHEMA_VERSION:

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from nbplugins import files
 from nbplugins.errors import ValidationError
 from nbplugins.pipelines import elyra
 from nbplugins.pipelines.model import PARAM_REF, Node, Parameter, Pipeline, stable_id
@@ -74,13 +75,7 @@ def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a YAML spec file into a mapping; ValidationError on YAML errors."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ValidationError(f"{path}: spec file not found") from None
-    except OSError as exc:
-        raise ValidationError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a spec is YAML text") from None
+        doc = yaml.safe_load(files.read_text(path, "a spec is YAML text"))
     except yaml.YAMLError as exc:
         raise ValidationError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     return _mapping(doc, str(path))

@@ -220,7 +220,10 @@ def _run_dask(template: str, todo: list[Run], cwd: str | None, scheduler: str | 
         return
     if not scheduler:
         raise ValidationError("--executor dask needs --scheduler ADDRESS (for example tcp://127.0.0.1:8786)")
-    from distributed import Client, as_completed
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise NbpluginsError("--executor dask needs the 'dask' extra: pip install 'nbplugins[dask]'") from None
 
     try:
         client = Client(scheduler, timeout="20s")

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from nbplugins import config
+from nbplugins import config, files
 from nbplugins.errors import ValidationError
 from nbplugins.papermill import parameters
 
@@ -33,16 +33,6 @@ def _scalar(node: yaml.Node, where: str) -> Any:
         return yaml.safe_load(yaml.serialize(node))
     except yaml.YAMLError as exc:  # a tag safe_load refuses (!!python/object ...)
         raise ValidationError(f"{where}: {getattr(exc, 'problem', None) or exc}") from None
-
-
-def _read_text(path: Path, kind: str) -> str:
-    """A grid or table file's text; one line naming the file if it is unreadable or not text."""
-    try:
-        return path.read_bytes().decode()
-    except OSError as exc:
-        raise ValidationError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path}: not a text file (byte {exc.start} is not UTF-8); {kind}") from None
 
 
 #: Python types a value may have for a declared parameter type (an int is a fine float).
@@ -92,7 +82,7 @@ def load_grid(path: str | os.PathLike[str], declared: Mapping[str, str] | None =
     """
     path = Path(path)
     declared = declared or {}
-    text = _read_text(path, "a grid is YAML text")
+    text = files.read_text(path, "a grid is YAML text")
     try:
         root = yaml.compose(text)
     except yaml.MarkedYAMLError as exc:
@@ -170,7 +160,7 @@ def load_table(path: str | os.PathLike[str], declared: Mapping[str, str] | None 
     """Parameter sets from a CSV table with a header row; one run per row."""
     path = Path(path)
     declared = declared or {}
-    with io.StringIO(_read_text(path, "a table is CSV text"), newline="") as handle:
+    with io.StringIO(files.read_text(path, "a table is CSV text"), newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
