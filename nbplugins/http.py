@@ -132,7 +132,7 @@ def _reason(response: requests.Response) -> str:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
-            text = err.get("description") or err.get("message") or err.get("id") or str(err)
+            text = err.get("description") or err.get("message") or err.get("detail") or err.get("id") or str(err)
         else:
             text = body.get("message") or body.get("detail") or str(err)
     else:

@@ -74,6 +74,8 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(404, {"error": {"description": "no such job"}})
         elif path == "/conflict":
             self._answer(409, {"message": "already there"})
+        elif path == "/invalid":  # what FastAPI and OGC API servers answer
+            self._answer(422, {"detail": "seed must be an integer"})
         else:
             self._answer(500, b"internal trouble\nsecond line\n")
 
@@ -141,6 +143,8 @@ def test_client_errors_say_the_status_and_the_services_reason(service):
     assert info.value.status == 404
     with pytest.raises(ServiceError, match=r"HTTP 409: already there"):
         client.post("/conflict")
+    with pytest.raises(ServiceError, match=r"HTTP 422: seed must be an integer$"):
+        client.post("/invalid")
     assert service.hits["/missing"] == 1  # a 4xx is not retried
 
 
