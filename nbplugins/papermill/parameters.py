@@ -18,7 +18,7 @@ from typing import Any
 from nbplugins.errors import ValidationError
 from nbplugins.references import is_reference, resolve_reference
 
-__all__ = ["is_reference", "resolve_reference", "split", "check", "declared", "env_name", "reference_lines"]
+__all__ = ["is_reference", "resolve_reference", "split", "check", "declared", "env_name"]
 
 ENV_PREFIX = "NBPLUGINS_SECRET_"
 
@@ -172,15 +172,3 @@ def check(nb: Any, parameters: Mapping[str, Any], *, source: str, allow_unknown:
             f"{source}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
             f"(the parameters cell declares: {names}; {hint})"
         )
-
-
-def reference_lines(refs: Mapping[str, str], language: str) -> str:
-    """Code that reads each secret parameter from the kernel environment."""
-    if language == "python":
-        lines = ["import os as _nbplugins_os"]
-        lines += [f'{name} = _nbplugins_os.environ["{env_name(name)}"]' for name in refs]
-    elif language == "R":
-        lines = [f'{name} <- Sys.getenv("{env_name(name)}")' for name in refs]
-    else:
-        raise ValidationError(f"secret parameter references need a Python or R kernel, not {language}")
-    return "\n".join(lines) + "\n"
