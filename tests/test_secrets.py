@@ -8,8 +8,6 @@ import contextlib
 import io
 import logging
 import os
-import threading
-import time
 import urllib.parse
 
 import nbformat
@@ -18,6 +16,7 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from nbplugins import files, references, secrets
 from nbplugins.errors import NbpluginsError, TransientError, ValidationError
+from tests import bounded
 
 
 def test_redact_replaces_raw_base64_and_url_encoded_forms(canary):
@@ -166,24 +165,6 @@ def test_errors_and_logs_carrying_an_endpoint_with_credentials_are_masked(canary
 # ----------------------------------------------------------------------------- secret files
 
 
-def _bounded(call, seconds: float = 5.0):
-    """Run ``call`` in a thread: the exception it raised (or its result); fails if still blocked."""
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["value"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still blocked after {seconds} s"
-    return box["value"], time.monotonic() - started
-
-
 def _unblock(fifo) -> None:
     with contextlib.suppress(OSError):  # a reader blocked on the FIFO gets end-of-file
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
@@ -193,7 +174,7 @@ def test_file_reference_refuses_a_fifo_at_once_naming_the_path(tmp_path, canary)
     fifo = tmp_path / "key.fifo"
     os.mkfifo(fifo)
     try:
-        error, _ = _bounded(lambda: references.resolve_reference("node 'a'", f"@file:{fifo}"))
+        error, _ = bounded.call_within(lambda: references.resolve_reference("node 'a'", f"@file:{fifo}"))
     finally:
         _unblock(fifo)
     assert isinstance(error, ValidationError), error
@@ -201,17 +182,17 @@ def test_file_reference_refuses_a_fifo_at_once_naming_the_path(tmp_path, canary)
 
 
 def test_file_reference_refuses_devices_and_big_files_in_one_line(tmp_path):
-    error, _ = _bounded(lambda: references.resolve_reference("x", "@file:/dev/null"))
+    error, _ = bounded.call_within(lambda: references.resolve_reference("x", "@file:/dev/null"))
     assert isinstance(error, ValidationError) and "/dev/null: is a device, not a regular file" in str(error)
-    error, _ = _bounded(lambda: references.resolve_reference("x", "@file:/dev/zero"))  # would fill memory
+    error, _ = bounded.call_within(lambda: references.resolve_reference("x", "@file:/dev/zero"))  # would fill memory
     assert isinstance(error, ValidationError) and "/dev/zero: is a device" in str(error)
     big = tmp_path / "key"
     big.write_text("k" * (files.MAX_FILE_SIZE + 1))
-    error, _ = _bounded(lambda: references.resolve_reference("x", f"@file:{big}"))
+    error, _ = bounded.call_within(lambda: references.resolve_reference("x", f"@file:{big}"))
     assert isinstance(error, ValidationError) and f"{big}: is 64 KiB, too big" in str(error)
     with open(big, "r+b") as handle:
         handle.truncate(20 << 20)  # 20 MiB: refused from its size, never read
-    error, seconds = _bounded(lambda: references.resolve_reference("x", f"@file:{big}"))
+    error, seconds = bounded.call_within(lambda: references.resolve_reference("x", f"@file:{big}"))
     assert str(error) == f"x: {big}: is 20.0 MiB, too big for a token or key file (at most 64 KiB)"
     assert seconds < 1 and secrets.registered_count() == 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from nbplugins.config import TokenConfig
 from nbplugins.errors import AuthError, TokenError, TokenExpiredError
 from nbplugins.http import HttpClient
 from nbplugins.retry import Retry
+from tests import bounded
 from tests.servers import oidc
 from tests.servers.authcheck import AuthCheckServer
 
@@ -88,24 +88,6 @@ def test_unreadable_or_missing_token_file_is_reported(tmp_path):
         tokens.TokenResolver(TokenConfig(file=str(tmp_path / "nope"))).get()
 
 
-def _fetch_bounded(source: tokens.TokenSource, seconds: float = 5.0) -> tuple[BaseException | None, float]:
-    """Fetch in a thread: what it raised and how long it took; fails if it is still blocked."""
-    box: dict = {"error": None}
-
-    def run() -> None:
-        try:
-            source.fetch()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"{source.describe()}: still blocked after {seconds} s"
-    return box["error"], time.monotonic() - started
-
-
 def test_a_fifo_as_token_file_is_refused_at_once_for_every_file_source(tmp_path, monkeypatch):
     fifo = tmp_path / "egi" / "access_token"
     fifo.parent.mkdir()
@@ -113,7 +95,7 @@ def test_a_fifo_as_token_file_is_refused_at_once_for_every_file_source(tmp_path,
     monkeypatch.setattr(tokens.EgiNotebooksSource, "default_path", str(fifo))
     try:
         for source in (tokens.FileSource(fifo), tokens.EgiNotebooksSource(tokens.EgiNotebooksSource.default_path)):
-            error, _ = _fetch_bounded(source)
+            error, _ = bounded.call_within(source.fetch)
             assert isinstance(error, TokenError), error
             assert str(error) == (f"{source.describe()}: is a FIFO, not a regular file; "
                                   "secrets are read from regular files only")
@@ -124,16 +106,16 @@ def test_a_fifo_as_token_file_is_refused_at_once_for_every_file_source(tmp_path,
 
 def test_a_device_or_an_oversized_token_file_is_refused_in_one_line(tmp_path):
     for device in ("/dev/null", "/dev/zero"):  # /dev/zero would fill memory
-        error, _ = _fetch_bounded(tokens.FileSource(device))
+        error, _ = bounded.call_within(tokens.FileSource(device).fetch)
         assert str(error) == (f"token file {device}: is a device, not a regular file; "
                               "secrets are read from regular files only")
     path = tmp_path / "access_token"
     path.write_text("t" * (files.MAX_FILE_SIZE + 1))
-    error, _ = _fetch_bounded(tokens.FileSource(path))
+    error, _ = bounded.call_within(tokens.FileSource(path).fetch)
     assert isinstance(error, TokenError) and f"token file {path}: is 64 KiB, too big" in str(error)
     with open(path, "r+b") as handle:
         handle.truncate(20 << 20)  # 20 MiB: minutes and gigabytes when it was read and registered
-    error, seconds = _fetch_bounded(tokens.FileSource(path))
+    error, seconds = bounded.call_within(tokens.FileSource(path).fetch)
     assert str(error) == f"token file {path}: is 20.0 MiB, too big for a token or key file (at most 64 KiB)"
     assert seconds < 1 and secrets.registered_count() == 0
 
