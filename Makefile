@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # Debian packages the end-to-end tests need: headless Chromium for the JupyterHub test,
-# oidc-agent (oidc-agent-cli) for the oidc-agent token source. Only missing commands are
+# oidc-agent (oidc-agent-cli) for the oidc-agent token source, wrk for benchmarks/service.py. Only missing commands are
 # installed; the stamp is rebuilt when this Makefile changes, so a new package is picked up.
-SYS_PACKAGES := chromium:chromium,chromium-driver git:git oidc-agent:oidc-agent-cli
+SYS_PACKAGES := chromium:chromium,chromium-driver git:git oidc-agent:oidc-agent-cli wrk:wrk
 
 system-deps: $(SYSSTAMP)
 

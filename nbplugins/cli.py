@@ -351,6 +351,23 @@ def pipeline_export(path: str, target: str, output: str | None, params: tuple[st
     click.echo(f"wrote {out}")
 
 
+# ----------------------------------------------------------------------------- feature groups
+
+from nbplugins.commands import (  # noqa: E402 - wired after the core groups, each lazy inside
+    dataminer,
+    elyra,
+    hub,
+    openstack,
+    oscar,
+    processes,
+    sandbox,
+    serve,
+)
+
+for _module in (dataminer, processes, oscar, serve, elyra, openstack, hub, sandbox):
+    cli.add_command(_module.group)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

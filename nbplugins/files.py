@@ -1,6 +1,6 @@
 """Local files written whole or not at all, and small secret files read without blocking.
 
-:func:`write_atomic` is the one way nbplugins writes a file that someone may read while it
+:func:`write_atomic` (and :func:`atomic_writer` for streams) is the one way nbplugins writes a file that someone may read while it
 is written (run records, reports, pipeline files, exported DAGs, cached credentials): the
 data goes to a temporary name beside the target (:func:`nbplugins.paths.temp_name`, so a
 long name still fits) and is renamed over it, so a reader sees the old file or the new one.
@@ -11,8 +11,11 @@ long name still fits) and is renamed over it, so a reader sees the old file or t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from nbplugins.errors import ValidationError
 from nbplugins.paths import temp_name
@@ -20,13 +23,15 @@ from nbplugins.paths import temp_name
 MAX_FILE_SIZE = 64 * 1024  # a token or key file is a few KiB; anything bigger is not one
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int | None = 0o600) -> None:
-    """Write ``data`` to ``path`` through a temporary name and a rename, so readers never see half a file.
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: int | None = 0o600) -> Iterator[BinaryIO]:
+    """A binary handle whose bytes appear at ``path`` only when the block ends without error.
 
-    ``mode`` is the file's permission bits exactly (0600 by default: tokens, keys, run
-    state); ``None`` gives what a new file gets (0666 less the umask), for files meant to be
-    shared. Missing parent folders are created (0700 when the file is private). ``str`` is
-    written as UTF-8 text, ``bytes`` as they are. On any failure the temporary file is removed.
+    The data goes to a temporary name beside ``path`` and is renamed over it at the end, so
+    readers never see half a file; on any failure the temporary file is removed and ``path``
+    is untouched. ``mode`` is the file's permission bits exactly (0600 by default: tokens,
+    keys, run state); ``None`` gives what a new file gets (0666 less the umask), for files
+    meant to be shared. Missing parent folders are created (0700 when the file is private).
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
@@ -37,7 +42,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int | No
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if mode is not None else 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
+            yield handle
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -45,6 +50,12 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int | No
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int | None = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_writer`); ``str`` as UTF-8."""
+    with atomic_writer(path, mode) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
 
 
 def read_text(path: str | os.PathLike[str], kind: str, error: type[Exception] = ValidationError) -> str:

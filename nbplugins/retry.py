@@ -241,7 +241,7 @@ def poll(
     done: Callable[[S], bool],
     *,
     what: str = "job",
-    interval: float = 1.0,
+    interval: float | Callable[[float], float] = 1.0,
     max_interval: float = 15.0,
     deadline: float = 3600.0,
     retry: Retry | None = None,
@@ -249,13 +249,15 @@ def poll(
 ) -> S:
     """Ask ``fetch`` for a status until ``done(status)``, the deadline, or cancellation.
 
-    Intervals grow from ``interval`` to ``max_interval``; each fetch is itself retried with
-    ``retry`` so a flaky status URL costs backoff, not a busy loop (unlike owslib's
+    ``interval`` is either the first wait (growing 1.5x per status up to ``max_interval``) or
+    a schedule: a function of the seconds elapsed since the first fetch giving the next wait
+    (remote jobs use ``max(1, elapsed / 10)``). Each fetch is itself retried with ``retry``,
+    so a flaky status URL costs backoff, not a busy loop (unlike owslib's
     ``monitorExecution``).
     """
     policy = retry or Retry()
     start = time.monotonic()
-    wait = interval
+    wait = interval if isinstance(interval, (int, float)) else 0.0
     while True:
         remaining = deadline - (time.monotonic() - start)
         if remaining <= 0:
@@ -265,5 +267,9 @@ def poll(
             on_status(status)
         if done(status):
             return status
-        policy.sleep(min(wait, max(0.0, deadline - (time.monotonic() - start))))
-        wait = min(max_interval, wait * 1.5)
+        elapsed = time.monotonic() - start
+        if callable(interval):
+            wait = min(max_interval, interval(elapsed))
+        policy.sleep(min(wait, max(0.0, deadline - elapsed)))
+        if not callable(interval):
+            wait = min(max_interval, wait * 1.5)
