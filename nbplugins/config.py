@@ -146,6 +146,90 @@ class HubsConfig:
                                       doc="accept local paths / file:// repos in links (tests only)")
 
 
+D4SCIENCE_KEYCLOAK = "https://accounts.d4science.org/auth/realms/d4science/protocol/openid-connect/token"
+
+
+@dataclass
+class D4ScienceConfig:
+    """D4Science: DataMiner (WPS), the VRE token and context, and the UMA grant for CCP."""
+
+    dataminer_url: str | None = setting(env=("DATAMINER_URL",), doc="DataMiner WPS endpoint")
+    token: str | None = setting(env=("D4SCIENCE_TOKEN", "GCUBE_TOKEN"), secret=True,
+                                doc="VRE token: a JWT (Bearer) or a legacy gcube token (gcube-token header)")
+    context: str | None = setting(env=("D4SCIENCE_CONTEXT", "GCUBE_CONTEXT"),
+                                  doc="VRE context, e.g. /d4science.research-infrastructures.eu/D4OS/MyVRE")
+    token_endpoint: str = setting(D4SCIENCE_KEYCLOAK, env=("D4SCIENCE_TOKEN_ENDPOINT",),
+                                  doc="Keycloak token endpoint of the UMA grant")
+    trusted_hosts: list[str] = setting([], doc="more hosts that may receive the token with result links")
+    verify: bool = setting(True, doc="verify TLS certificates")
+    timeout: float = setting(3600.0, doc="seconds to wait for a job")
+
+
+@dataclass
+class ProcessesService:
+    """One OGC API - Processes service (``[processes.NAME]``): CCP, pygeoapi, an ADES."""
+
+    url: str = setting("", doc="landing page (the base of /processes and /jobs)")
+    auth: str = setting("none", doc="none, bearer (token below or the hub token), uma (D4Science CCP)")
+    token: str | None = setting(secret=True, doc="a static Bearer token")
+    context: str | None = setting(doc="UMA audience (the VRE context); [d4science] context when unset")
+    token_endpoint: str | None = setting(doc="UMA token endpoint; [d4science] token_endpoint when unset")
+    trusted_hosts: list[str] = setting([], doc="more hosts that may receive the token with result links")
+    verify: bool = setting(True, doc="verify TLS certificates")
+
+
+@dataclass
+class OscarCluster:
+    """One OSCAR cluster (``[oscar.clusters.NAME]``)."""
+
+    endpoint: str = setting("", doc="cluster URL")
+    auth: str = setting("oidc", doc="basic (user and password) or oidc (the hub token)")
+    user: str | None = setting()
+    password: str | None = setting(secret=True)
+    ssl_verify: bool = setting(True, doc="verify TLS certificates")
+
+
+@dataclass
+class OscarConfig:
+    """OSCAR clusters by name; the environment gives the cluster used when none is named."""
+
+    default: str | None = setting(env=("NBPLUGINS_OSCAR_CLUSTER",), doc="cluster name used without --cluster")
+    endpoint: str | None = setting(env=("OSCAR_ENDPOINT",), doc="cluster URL when no cluster is named")
+    user: str | None = setting(env=("OSCAR_USER",))
+    password: str | None = setting(env=("OSCAR_PASSWORD",), secret=True)
+    ssl_verify: bool = setting(True, env=("OSCAR_SSL_VERIFY",))
+    clusters: dict[str, OscarCluster] = setting({}, doc="[oscar.clusters.NAME] tables")
+
+
+@dataclass
+class OpenStackSite:
+    """One OpenStack site (``[openstack.sites.NAME]``) reached with the Check-in token."""
+
+    auth_url: str = setting("", doc="Keystone v3 URL")
+    project_id: str | None = setting(doc="project to scope to (32 hex characters)")
+    region: str | None = setting()
+    identity_provider: str = setting("egi.eu")
+    protocol: str = setting("openid")
+    verify: bool = setting(True, doc="verify TLS certificates")
+
+
+@dataclass
+class OpenStackConfig:
+    """OpenStack sites by name; S3 profiles with ``credentials = "keystone"`` may name one."""
+
+    default: str | None = setting(env=("NBPLUGINS_OPENSTACK_SITE",), doc="site used without --site")
+    sites: dict[str, OpenStackSite] = setting({}, doc="[openstack.sites.NAME] tables")
+
+
+@dataclass
+class ServeConfig:
+    """The provisioning service (``nbplugins serve``): secrets it needs, never on the command line."""
+
+    hub_api_token: str | None = setting(env=("NBPLUGINS_HUB_API_TOKEN", "JUPYTERHUB_API_TOKEN"), secret=True,
+                                        doc="JupyterHub service token for the hub backend")
+    templates: str | None = setting(doc="a catalogue folder of templates besides templates/")
+
+
 @dataclass
 class Config:
     """All of nbplugins' settings; later sections are added here, one dataclass each."""
@@ -156,6 +240,11 @@ class Config:
     s3: dict[str, S3Profile] = field(default_factory=dict)
     onedata: OnedataConfig = field(default_factory=OnedataConfig)
     hubs: HubsConfig = field(default_factory=HubsConfig)
+    d4science: D4ScienceConfig = field(default_factory=D4ScienceConfig)
+    processes: dict[str, ProcessesService] = field(default_factory=dict)
+    oscar: OscarConfig = field(default_factory=OscarConfig)
+    openstack: OpenStackConfig = field(default_factory=OpenStackConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     source: str = field(default="defaults", compare=False)
 
 
@@ -311,7 +400,8 @@ def get() -> Config:
 
 def _relevant(name: str) -> bool:
     return name.startswith(("NBPLUGINS_", "OIDC_", "AWS_", "ONEDATA_", "OSCAR_", "DATAMINER_",
-                            "ONEZONE_", "ONEPROVIDER_", "ONECLIENT_"))
+                            "ONEZONE_", "ONEPROVIDER_", "ONECLIENT_", "D4SCIENCE_", "GCUBE_",
+                            "JUPYTERHUB_API_TOKEN"))
 
 
 def retry_policy(**overrides: Any) -> Retry:
