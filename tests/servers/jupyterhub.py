@@ -48,12 +48,20 @@ c.Spawner.default_url = {default_url!r}
 c.Spawner.start_timeout = {start_timeout}
 c.Spawner.http_timeout = {start_timeout}
 c.Spawner.environment = {environment!r}
+# A service with an API token and admin scopes, for the hub API client and the provisioning
+# service's hub backend (they act on users' servers and contents).
+c.JupyterHub.services = [{{"name": "nbplugins-tests", "api_token": {service_token!r}}}]
+c.JupyterHub.load_roles = [{{
+    "name": "nbplugins-tests",
+    "scopes": ["admin:users", "admin:servers", "tokens", "access:servers", "read:users", "list:users"],
+    "services": ["nbplugins-tests"],
+}}]
 """
 
 
 def write_config(state: Path, *, port: int, homes: Path, default_url: str = "/lab",
                  extra_args: list[str] | None = None, environment: dict[str, str] | None = None,
-                 start_timeout: int = 180) -> Path:
+                 start_timeout: int = 180, service_token: str = "") -> Path:
     """Write ``jupyterhub_config.py`` into ``state`` (all paths and ports explicit)."""
     state.mkdir(parents=True, exist_ok=True)
     homes.mkdir(parents=True, exist_ok=True)
@@ -73,6 +81,7 @@ def write_config(state: Path, *, port: int, homes: Path, default_url: str = "/la
         default_url=default_url,
         start_timeout=start_timeout,
         environment=environment or {},
+        service_token=service_token,
     )
     path = state / "jupyterhub_config.py"
     path.write_text(text)
@@ -98,8 +107,11 @@ def nbgitpuller_enabled() -> bool:
 def start(state: Path, homes: Path, *, log_dir: Path | None = None, timeout: float = 90.0,
           **config: object) -> harness.ServerProcess:
     """Start JupyterHub with its config, state and homes in temp dirs; ready when /hub/health answers."""
+    import secrets
+
     port = harness.free_port()
-    cfg = write_config(state, port=port, homes=homes, **config)  # type: ignore[arg-type]
+    service_token = secrets.token_hex(32)
+    cfg = write_config(state, port=port, homes=homes, service_token=service_token, **config)  # type: ignore[arg-type]
     url = f"http://{harness.HOST}:{port}/"
 
     def ready() -> bool:
@@ -112,7 +124,7 @@ def start(state: Path, homes: Path, *, log_dir: Path | None = None, timeout: flo
     server = harness.start("jupyterhub", [harness.venv_bin("jupyterhub"), "-f", str(cfg)],
                            port=port, url=url, ready=ready, cwd=state, timeout=timeout,
                            log_dir=log_dir or state)
-    server.extra.update(state=state, homes=homes, config=cfg)
+    server.extra.update(state=state, homes=homes, config=cfg, service_token=service_token)
     return server
 
 
