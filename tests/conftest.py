@@ -12,6 +12,7 @@ import pytest
 
 from nbplugins import config, secrets, tokens
 from tests.servers import harness, oidc
+from tests.servers import s3 as s3_servers
 
 TOKEN_ENV = ("OIDC_ACCESS_TOKEN", "FEDCLOUD_OIDC_ACCESS_TOKEN")
 
@@ -75,3 +76,49 @@ def oidc_login(oidc_provider):
         return sub, oidc.login(oidc_provider.url, sub)
 
     return login
+
+
+# ----------------------------------------------------------------------------- S3 servers
+
+
+@pytest.fixture(scope="session")
+def rclone_secret() -> str:
+    return f"CANARY{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def rclone(tmp_path_factory, rclone_secret) -> Iterator[harness.ServerProcess]:
+    """``rclone serve s3`` over a temp dir (SigV4 checked; the secret key is a canary)."""
+    root = tmp_path_factory.mktemp("rclone-data")
+    server = s3_servers.start_rclone(root, secret_key=rclone_secret, log_dir=tmp_path_factory.mktemp("rclone-log"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory) -> Iterator[harness.ServerProcess]:
+    server = s3_servers.start_moto(log_dir=tmp_path_factory.mktemp("moto-log"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(rclone) -> str:
+    """A fresh bucket on the rclone server."""
+    import boto3
+
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=rclone.url, region_name="us-east-1",
+                          aws_access_key_id=str(rclone.extra["access_key"]),
+                          aws_secret_access_key=str(rclone.extra["secret_key"]))
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_env(rclone, monkeypatch) -> dict[str, str]:
+    """The AWS_* environment pointing the default profile at rclone."""
+    env = s3_servers.aws_env(rclone)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

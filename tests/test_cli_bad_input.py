@@ -20,7 +20,6 @@ import pytest
 from nbplugins.pipelines import spec
 from tests.papermill import notebooks
 from tests.servers import s3 as s3_servers
-from tests.storage.conftest import bucket, rclone, rclone_secret  # noqa: F401
 
 BINARY = bytes(range(256)) * 4  # not UTF-8 (byte 128)
 PARAMETERS = "n = 1\nx = 0.5\nlabel = 'a'"

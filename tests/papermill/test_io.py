@@ -1,5 +1,4 @@
 """papermill I/O handlers: s3:// and onedata:// through the storage layer, with buffered remote saves."""
-# ruff: noqa: F811 - the S3 fixtures are imported from tests/storage/conftest.py
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from tests.servers import s3 as s3_servers
 from tests.servers.faultproxy import FaultProxy
-from tests.storage.conftest import bucket, moto, rclone, rclone_secret  # noqa: F401
 
 try:
     from tests.storage.onedata_fixtures import onedata_env, onedata_server  # noqa: F401

@@ -1,9 +1,8 @@
-"""S3, Keystone and fault-proxy fixtures for the storage and papermill I/O tests."""
+"""Keystone and fault-proxy fixtures for the storage and papermill I/O tests (S3 servers: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,49 +16,6 @@ from tests.servers.faultproxy import FaultProxy, Faults
 ROOT = Path(__file__).resolve().parents[2]
 JWT_KEY = "test-signing-key-not-a-secret-0123456789"  # the make_jwt fixture's key
 PROJECT = "b3c2f1e0d9a84c7b9e6f5a4d3c2b1a00"
-
-
-@pytest.fixture(scope="session")
-def rclone_secret() -> str:
-    return f"CANARY{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="session")
-def rclone(tmp_path_factory, rclone_secret) -> Iterator[harness.ServerProcess]:
-    """``rclone serve s3`` over a temp dir (SigV4 checked; the secret key is a canary)."""
-    root = tmp_path_factory.mktemp("rclone-data")
-    server = s3_servers.start_rclone(root, secret_key=rclone_secret, log_dir=tmp_path_factory.mktemp("rclone-log"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory) -> Iterator[harness.ServerProcess]:
-    server = s3_servers.start_moto(log_dir=tmp_path_factory.mktemp("moto-log"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def bucket(rclone) -> str:
-    """A fresh bucket on the rclone server."""
-    import boto3
-
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=rclone.url, region_name="us-east-1",
-                          aws_access_key_id=str(rclone.extra["access_key"]),
-                          aws_secret_access_key=str(rclone.extra["secret_key"]))
-    client.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def s3_env(rclone, monkeypatch) -> dict[str, str]:
-    """The AWS_* environment pointing the default profile at rclone."""
-    env = s3_servers.aws_env(rclone)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import pytest
 from nbplugins import sweep
 from nbplugins.errors import ValidationError
 from tests.papermill import notebooks
-from tests.storage.conftest import bucket, rclone, rclone_secret  # noqa: F401
 
 STATEFUL = (
     "from nbplugins import scraps\n"
