@@ -354,6 +354,7 @@ def pipeline_export(path: str, target: str, output: str | None, params: tuple[st
 # ----------------------------------------------------------------------------- feature groups
 
 from nbplugins.commands import (  # noqa: E402 - wired after the core groups, each lazy inside
+    config,
     dataminer,
     elyra,
     hub,
@@ -364,7 +365,7 @@ from nbplugins.commands import (  # noqa: E402 - wired after the core groups, ea
     serve,
 )
 
-for _module in (dataminer, processes, oscar, serve, elyra, openstack, hub, sandbox):
+for _module in (config, dataminer, processes, oscar, serve, elyra, openstack, hub, sandbox):
     cli.add_command(_module.group)
 
 

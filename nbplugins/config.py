@@ -413,3 +413,60 @@ def retry_policy(**overrides: Any) -> Retry:
 
 
 set_default_policy(retry_policy)  # Retry.from_config() builds on this section
+
+
+def reference() -> list[tuple[str, str, str, str]]:
+    """Every setting as (key, type, default, notes: environment variables, doc, secret), for the README."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init or (cls is Config and f.name == "source"):
+                continue
+            tp = hints[f.name]
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(tp):
+                walk(tp, key + ".")
+                continue
+            origin = typing.get_origin(tp)
+            if origin is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
+                walk(typing.get_args(tp)[1], f"{key}.NAME.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            shown = "" if default in (None, "", [], {}) else json_like(default)
+            env = ", ".join(f"`{v}`" for v in f.metadata.get("env", ()))
+            secret = "secret: registered with the scrubber" if f.metadata.get("secret") else ""
+            notes = (env, f.metadata.get("doc", ""), secret)
+            rows.append((key, _type_label(tp), shown, "; ".join(p for p in notes if p)))
+
+    walk(Config, "")
+    return rows
+
+
+def _type_label(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_label(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"list of {_type_label(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "table"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, _type_name(tp))
+
+
+def reference_markdown() -> str:
+    """:func:`reference` as the Markdown table the README shows."""
+    lines = ["| key | type | default | environment; notes |", "|---|---|---|---|"]
+    lines += [f"| `{key}` | {tp} | {f'`{default}`' if default else ''} | {notes} |"
+              for key, tp, default, notes in reference()]
+    return "\n".join(lines) + "\n"
+
+
+def json_like(value: Any) -> str:
+    """A default as TOML would spell it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)

@@ -107,3 +107,21 @@ def test_boolean_settings_read_the_same_vocabulary():
     assert config.load(environ={"NBPLUGINS_LINK_ALLOW_LOCAL": "on"}).hubs.allow_local_repos is True
     with pytest.raises(ConfigError, match="NBPLUGINS_LINK_ALLOW_LOCAL: expected bool, got a string"):
         config.load(environ={"NBPLUGINS_LINK_ALLOW_LOCAL": "maybe"})
+
+
+def test_the_readme_lists_every_setting_as_the_code_defines_it():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split("<!-- config-reference:start -->\n", 1)[1].split("<!-- config-reference:end -->", 1)[0]
+    assert shown == config.reference_markdown(), "README.md is stale: paste `nbplugins config reference` into it"
+
+
+def test_config_show_masks_secrets(monkeypatch, canary):
+    from click.testing import CliRunner
+
+    from nbplugins.cli import cli
+
+    monkeypatch.setenv("OSCAR_PASSWORD", canary)
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 0 and "oscar.password = ***" in result.output and canary not in result.output
