@@ -287,3 +287,11 @@ def test_an_unreachable_issuer_leaves_the_vos_unknown_without_failing(monkeypatc
     who = tokens.identity(tokens.Token("opaque-token-value-0123456789", "test"))
     assert who.vos is None and who.origin.startswith("unknown: cannot reach the issuer (")
     assert "connection refused" in who.origin
+
+
+def test_vos_come_from_either_entitlement_claim(make_jwt):
+    import jwt as pyjwt
+
+    raw = {"sub": "a", "entitlements": ["urn:mace:egi.eu:group:vo.example.eu:role=member#aai.egi.eu"]}
+    claims = tokens.decode_claims(pyjwt.encode(raw, "k" * 32, algorithm="HS256"))
+    assert claims.vos == ("vo.example.eu",) and claims.has_entitlements

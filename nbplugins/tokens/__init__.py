@@ -21,6 +21,7 @@ from nbplugins.tokens.claims import (
     Claims,
     Token,
     decode_claims,
+    entitlements_of,
     make_token,
     relative,
     vos_from_entitlements,
@@ -67,7 +68,7 @@ __all__ = [
     "Claims", "EgiNotebooksSource", "EnvSource", "EoscNodeSource", "ExplicitSource", "FileSource",
     "Identity", "OidcAgentSource", "RefreshGrantSource", "StaticToken", "Token", "TokenProvider",
     "TokenResolver", "TokenSource",
-    "current", "decode_claims", "default_resolver", "diagnose", "discovery", "identity", "issuer_retry",
+    "current", "decode_claims", "entitlements_of", "default_resolver", "diagnose", "discovery", "identity", "issuer_retry",
     "make_token", "register_entry_points", "register_source", "relative", "source_names", "summary",
     "unreachable", "userinfo", "vos_from_entitlements", "when", "with_token_retry",
 ]

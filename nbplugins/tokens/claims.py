@@ -36,8 +36,21 @@ class Claims:
 
     @property
     def has_entitlements(self) -> bool:
-        """Whether the token carries ``eduperson_entitlement`` at all (EGI access tokens may not)."""
-        return "eduperson_entitlement" in self.raw
+        """Whether the token carries entitlements at all (EGI access tokens may not)."""
+        return any(name in self.raw for name in ENTITLEMENT_CLAIMS)
+
+
+#: Claims that carry EGI group entitlements: Check-in's name, and the one OSCAR and others also read.
+ENTITLEMENT_CLAIMS = ("eduperson_entitlement", "entitlements")
+
+
+def entitlements_of(claims: dict[str, Any]) -> list[Any]:
+    """Every entitlement a token or userinfo answer carries, under either claim name."""
+    found: list[Any] = []
+    for name in ENTITLEMENT_CLAIMS:
+        value = claims.get(name)
+        found.extend([value] if isinstance(value, str) else value or [])
+    return found
 
 
 def vos_from_entitlements(entitlements: Any) -> tuple[str, ...]:
@@ -78,7 +91,7 @@ def decode_claims(value: str, source: str = "token") -> Claims:
         audience=aud,
         expires_at=float(exp) if isinstance(exp, (int, float)) else None,
         issued_at=float(iat) if isinstance(iat, (int, float)) else None,
-        vos=vos_from_entitlements(raw.get("eduperson_entitlement")),
+        vos=vos_from_entitlements(entitlements_of(raw)),
         raw=raw,
     )
 

@@ -13,7 +13,7 @@ from nbplugins import config as config_mod
 from nbplugins.config import TokenConfig
 from nbplugins.errors import TokenError
 from nbplugins.retry import ErrorMapper, Retry, describe
-from nbplugins.tokens.claims import Token, vos_from_entitlements
+from nbplugins.tokens.claims import Token, entitlements_of, vos_from_entitlements
 
 _discovered: dict[str, dict[str, Any]] = {}
 
@@ -104,4 +104,4 @@ def identity(token: Token, cfg: TokenConfig | None = None) -> Identity:
     except TokenError as exc:
         return Identity(claims.subject, None, f"unknown: {exc}")
     subject = info.get("sub") if isinstance(info.get("sub"), str) else claims.subject
-    return Identity(subject, vos_from_entitlements(info.get("eduperson_entitlement")), "the issuer's userinfo")
+    return Identity(subject, vos_from_entitlements(entitlements_of(info)), "the issuer's userinfo")
