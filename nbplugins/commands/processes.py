@@ -2,9 +2,91 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import click
+
+from nbplugins.commands.dataminer import echo_description, echo_processes, echo_results, run_options
 
 
 @click.group(name="processes")
-def group() -> None:
+@click.option("--service", "service_name", default=None, metavar="NAME|URL",
+              help="A [processes.NAME] section or the service's URL (default: the only configured one).")
+@click.option("--auth", type=click.Choice(["none", "bearer", "uma"]), default=None,
+              help="How to authenticate (default: the section's auth; none for a URL). bearer sends the "
+                   "D4Science or OIDC token; uma exchanges it for a VRE token (D4Science CCP).")
+@click.pass_context
+def group(ctx: click.Context, service_name: str | None, auth: str | None) -> None:
     """Run OGC API - Processes jobs (D4Science CCP, pygeoapi, ADES) and bring their results home."""
+    ctx.obj = {**(ctx.obj or {}), "service": service_name, "auth": auth}
+
+
+def _client(ctx: click.Context) -> Any:
+    from nbplugins.services.processes import service
+
+    return service(ctx.obj.get("service"), auth=ctx.obj.get("auth"))
+
+
+def _echo_job(job: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"id": job.id, "process": job.process, "status": job.state.value,
+                               "progress": job.progress, "message": job.message,
+                               "started": job.started.isoformat() if job.started else None,
+                               "finished": job.finished.isoformat() if job.finished else None}, indent=2))
+        return
+    progress = f" {job.progress}%" if job.progress is not None else ""
+    message = f": {job.message}" if job.message else ""
+    click.echo(f"{job.id}\t{job.state.value}{progress}{message}")
+
+
+@group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the processes the service offers."""
+    echo_processes(_client(ctx).processes(), as_json)
+
+
+@group.command("describe")
+@click.argument("process")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def describe_cmd(ctx: click.Context, process: str, as_json: bool) -> None:
+    """Show a process's inputs and outputs."""
+    echo_description(_client(ctx).describe(process), as_json)
+
+
+@group.command("run")
+@run_options
+@click.pass_context
+def run_cmd(ctx: click.Context, process: str, inputs: tuple[str, ...], dest: str, timeout: float | None,
+            unpack: bool, profile: str | None, as_json: bool, quiet: bool) -> None:
+    """Run PROCESS with the inputs, wait for it (Ctrl-C dismisses it), and download every result to DEST."""
+    from nbplugins import lifecycle
+    from nbplugins.services.inputs import parse_assignments
+
+    values = parse_assignments(inputs)
+    client = _client(ctx)
+    with lifecycle.stoppable():
+        results = client.run(process, values, dest, timeout=timeout, unpack=unpack, progress=not quiet,
+                             profile=profile)
+    echo_results(results, as_json)
+
+
+@group.command("status")
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status_cmd(ctx: click.Context, job: str, as_json: bool) -> None:
+    """Show a job's status, progress and message."""
+    _echo_job(_client(ctx).status(job), as_json)
+
+
+@group.command("dismiss")
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dismiss_cmd(ctx: click.Context, job: str, as_json: bool) -> None:
+    """Cancel a running job, or remove a finished one and its results."""
+    _echo_job(_client(ctx).dismiss(job), as_json)
