@@ -106,6 +106,7 @@ class S3Profile:
     project_id: str | None = setting(doc="OpenStack project the EC2 credential belongs to")
     identity_provider: str = setting("egi.eu")
     protocol: str = setting("openid")
+    site: str | None = setting(doc="an [openstack.sites.NAME] whose Keystone and project the EC2 exchange uses")
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Known JupyterHubs by name, plus the ones a user names in ``[hubs]``, plus any hub URL.
 
-EGI Notebooks has a stable public address. The EOSC EU Node's Interactive Notebooks hub
-address is not published in a form we could verify, so it is not built in: set it once with
-``[hubs] eosc = "https://..."`` or ``NBPLUGINS_EOSC_HUB_URL``.
+EGI Notebooks and the EOSC EU Node have stable public addresses (the EOSC one from the
+node's integration page, which calls its hub API at ``.../services/jwt``); ``[hubs] eosc`` or
+``NBPLUGINS_EOSC_HUB_URL`` points ``eosc`` elsewhere (another region of the node).
 """
 
 from __future__ import annotations
@@ -55,11 +55,7 @@ def normalize_url(url: str) -> str:
 
 
 register("egi", "https://notebooks.egi.eu", "EGI Notebooks")
-register(
-    "eosc", None, "EOSC EU Node Interactive Notebooks",
-    hint='set its address with [hubs] eosc = "https://..." in the config file '
-         "or NBPLUGINS_EOSC_HUB_URL",
-)
+register("eosc", "https://eu-1.notebooks.open-science-cloud-user-apps.eu", "EOSC EU Node Interactive Notebooks")
 
 
 def resolve(name_or_url: str | None, cfg: object | None = None) -> Hub:

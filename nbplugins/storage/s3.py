@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 from nbplugins import config as config_mod
 from nbplugins import files, secrets
 from nbplugins.config import S3Profile
-from nbplugins.errors import AuthError, ConfigError, ServiceError, StorageError
-from nbplugins.retry import Retry, describe, is_transient
+from nbplugins.errors import ConfigError, ServiceError, StorageError
+from nbplugins.retry import Retry, describe
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _with_credentials(settings: S3Settings, prof: S3Profile, env: dict[str, str]
                 raise ConfigError(f"S3 profile {settings.name!r}: {source} has a key without its pair: set {missing}")
         if mode != "auto":
             raise ConfigError(f"{where} credentials = {mode!r} but no access key pair is set there")
-    if mode == "keystone" or (mode == "auto" and prof.keystone_url and prof.project_id):
+    if mode == "keystone" or (mode == "auto" and (prof.keystone_url or prof.site) and (prof.project_id or prof.site)):
         cred = _keystone_keys(settings, prof, token_provider)
         return replace(settings, access_key_id=cred["access"], secret_access_key=cred["secret"],
                        credential_source=f"keystone EC2 credential for project {prof.project_id}")
@@ -249,11 +249,35 @@ def cache_dir() -> Path:
     return config_mod.cache_root() / "ec2"
 
 
-def _cache_file(prof: S3Profile, token: Any) -> Path:
+def keystone_site(prof: S3Profile) -> Any:
+    """The OpenStack site an S3 profile exchanges keys at (an :class:`nbplugins.openstack.Site`).
+
+    Its own ``keystone_url``, ``project_id``, ``identity_provider`` and ``protocol``, or the
+    ``[openstack.sites.NAME]`` it names in ``site`` (with its own ``project_id`` winning), so
+    the site and the S3 profile that uses it share one definition.
+    """
+    from nbplugins import openstack
+
+    name = getattr(prof, "site", None)  # S3Profile.site, once config has it
+    if name:
+        target = openstack.site(name)
+        if prof.project_id:
+            target = replace(target, project_id=openstack.check_project_id(prof.project_id, "S3 profile project_id"))
+    elif prof.keystone_url and prof.project_id:
+        target = openstack.Site(None, openstack.keystone_v3_url(prof.keystone_url),
+                                openstack.check_project_id(prof.project_id, "S3 profile project_id"), None,
+                                prof.identity_provider, prof.protocol, prof.ca_bundle or prof.verify)
+    else:
+        raise ConfigError("credentials = 'keystone' needs keystone_url and project_id in the S3 profile")
+    if not target.project_id:
+        raise ConfigError(f"credentials = 'keystone': {target.where} has no project_id; set it in the S3 profile")
+    return target
+
+
+def _cache_file(target: Any, token: Any) -> Path:
     """The cache file of one Keystone URL, project and token subject."""
-    assert prof.keystone_url and prof.project_id
     subject = token.claims.subject or hashlib.sha256(token.value.encode()).hexdigest()[:16]
-    key = f"{prof.keystone_url.rstrip('/')}|{prof.project_id}|{subject}"
+    key = f"{target.auth_url.rstrip('/')}|{target.project_id}|{subject}"
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 
@@ -307,42 +331,34 @@ def _s3_refuses(settings: S3Settings, cred: dict[str, str]) -> bool:
 
 
 def _keystone_retryable(exc: BaseException) -> bool:
-    from keystoneauth1 import exceptions as ks_exc
+    """What the OpenStack sessions retry (:func:`nbplugins.openstack.retryable`): one rule for both."""
+    from nbplugins import openstack
 
-    if isinstance(exc, (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.RetriableConnectionFailure)):
-        return True
-    if isinstance(exc, ks_exc.HttpError):
-        return exc.http_status in (408, 429, 500, 502, 503, 504)
-    return is_transient(exc)
+    return openstack.retryable(exc)
 
 
 def ec2_credentials(prof: S3Profile, *, token_provider: Any = None, refresh: bool = False,
                     retry: Retry | None = None, refused: dict[str, str] | None = None) -> dict[str, str]:
     """An EC2 key pair for ``prof.project_id``: cached, else reused from Keystone, else created.
 
-    The OIDC access token comes only from :mod:`nbplugins.tokens`. Keystone is asked with
-    keystoneauth1's ``v3oidcaccesstoken`` plugin (identity provider, protocol, project);
+    The OIDC access token comes only from :mod:`nbplugins.tokens`. Keystone is asked through
+    :func:`nbplugins.openstack.auth_plugin`, the plugin of every OpenStack session
+    (keystoneauth1's ``v3oidcaccesstoken`` with the token layer: identity provider, protocol, project);
     ``GET /v3/users/{id}/credentials/OS-EC2`` lists existing credentials and one for the
     project is reused before ``POST`` creates one. ``refresh`` skips the cache; a listed
     credential with the same pair as ``refused`` (S3 said it is dead) is not reused.
     """
     from nbplugins import tokens
 
-    if not prof.keystone_url or not prof.project_id:
-        raise ConfigError("credentials = 'keystone' needs keystone_url and project_id in the S3 profile")
+    target = keystone_site(prof)
     provider = token_provider or tokens.default_resolver()
-    token = provider.get()
-    path = _cache_file(prof, token)
+    path = _cache_file(target, provider.get())
     with _exchange_lock:
         if not refresh:
             cached = _read_cache(path)
             if cached is not None:
                 return cached
-        try:
-            cred = _exchange(prof, token.value, retry, refused)
-        except AuthError:
-            token = provider.get(force_refresh=True)
-            cred = _exchange(prof, token.value, retry, refused)
+        cred = _exchange(target, provider, retry, refused)  # a refused token is refreshed once in there
         secrets.register(cred["access"], "EC2 access key")
         secrets.register(cred["secret"], "EC2 secret key")
         files.write_atomic(path, json.dumps({**cred, "created": time.time()}))
@@ -372,9 +388,11 @@ def forget_cached(prof: S3Profile, *, token_provider: Any = None) -> bool:
     """
     from nbplugins import tokens
 
-    if not prof.keystone_url or not prof.project_id:
+    try:
+        target = keystone_site(prof)
+    except ConfigError:
         return False
-    path = _cache_file(prof, (token_provider or tokens.default_resolver()).get())
+    path = _cache_file(target, (token_provider or tokens.default_resolver()).get())
     try:
         path.unlink()
     except FileNotFoundError:
@@ -382,50 +400,37 @@ def forget_cached(prof: S3Profile, *, token_provider: Any = None) -> bool:
     return True
 
 
-def _exchange(prof: S3Profile, access_token: str, retry: Retry | None,
+def _exchange(target: Any, token_provider: Any, retry: Retry | None,
               refused: dict[str, str] | None = None) -> dict[str, str]:
-    from keystoneauth1 import exceptions as ks_exc
+    """Log in at ``target`` through the OpenStack session's plugin, then reuse or create an EC2 credential."""
     from keystoneauth1 import session as ks_session
-    from keystoneauth1.identity.v3 import OidcAccessToken
 
-    assert prof.keystone_url and prof.project_id
-    auth_url = prof.keystone_url.rstrip("/")
-    if not auth_url.endswith("/v3"):
-        auth_url += "/v3"
-    auth = OidcAccessToken(auth_url=auth_url, identity_provider=prof.identity_provider,
-                           protocol=prof.protocol, access_token=access_token, project_id=prof.project_id)
-    sess = ks_session.Session(auth=auth, verify=prof.ca_bundle or prof.verify, timeout=30)
-    policy = (retry or Retry.from_config()).with_(retryable=_keystone_retryable)
-    where = f"Keystone at {prof.keystone_url}"
+    from nbplugins import openstack
+
+    auth = openstack.auth_plugin(target, token_provider=token_provider, retry=retry)
+    sess = ks_session.Session(auth=auth, verify=target.verify, timeout=30)
+    where, project = target.where, target.project_id
 
     def call(what: str, fn: Any) -> Any:
-        try:
-            return policy.call(fn, what=f"{where}: {what}")
-        except ks_exc.Unauthorized:
-            raise AuthError(f"{where} refused the OIDC token ({what}): check identity_provider "
-                            f"{prof.identity_provider!r}, protocol {prof.protocol!r} and the token's VO") from None
-        except ks_exc.HttpError as exc:
-            raise ServiceError(f"{where}: {what} answered HTTP {exc.http_status}: {exc.message}",
-                               exc.http_status) from None
-        except ks_exc.ClientException as exc:
-            raise ServiceError(f"{where}: {what} failed: {describe(exc)}") from None
+        return openstack.call(fn, where, what, retry)
 
     user_id = call("authenticate and scope to the project", lambda: auth.get_user_id(sess))
-    url = f"{auth_url}/users/{user_id}/credentials/OS-EC2"
-    listing = call("list EC2 credentials", lambda: sess.get(url).json())
+    url = f"{target.auth_url}/users/{user_id}/credentials/OS-EC2"
+    # log=False: keystoneauth1 logs response bodies at DEBUG, and these hold secret keys
+    listing = call("list EC2 credentials", lambda: sess.get(url, log=False).json())
     dead = _fingerprint(refused) if refused else None
     for cred in listing.get("credentials", []):
-        if (cred.get("tenant_id") == prof.project_id and cred.get("access") and cred.get("secret")
+        if (cred.get("tenant_id") == project and cred.get("access") and cred.get("secret")
                 and _fingerprint(cred) != dead):
-            log.info("reusing an EC2 credential of project %s", prof.project_id)
-            return {"access": cred["access"], "secret": cred["secret"], "project_id": prof.project_id}
+            log.info("reusing an EC2 credential of project %s", project)
+            return {"access": cred["access"], "secret": cred["secret"], "project_id": project}
     created = call("create an EC2 credential",
-                   lambda: sess.post(url, json={"tenant_id": prof.project_id}).json())
+                   lambda: sess.post(url, json={"tenant_id": project}, log=False).json())
     cred = created.get("credential") or {}
     if not cred.get("access") or not cred.get("secret"):
         raise ServiceError(f"{where}: the EC2 credential it created has no access/secret pair")
-    log.info("created an EC2 credential for project %s", prof.project_id)
-    return {"access": cred["access"], "secret": cred["secret"], "project_id": prof.project_id}
+    log.info("created an EC2 credential for project %s", project)
+    return {"access": cred["access"], "secret": cred["secret"], "project_id": project}
 
 
 def storage_error(exc: BaseException, what: str) -> StorageError:

@@ -82,9 +82,8 @@ def test_hub_urls_are_normalized_and_keep_a_base_path():
     assert links.build(REPO, "EGI").hub == "https://notebooks.egi.eu/"
 
 
-def test_eosc_hub_needs_its_address_from_the_config(tmp_path, monkeypatch):
-    with pytest.raises(ValidationError, match=r"NBPLUGINS_EOSC_HUB_URL"):
-        links.build(REPO, "eosc")
+def test_the_eosc_hub_is_built_in_and_the_config_can_move_it(tmp_path, monkeypatch):
+    assert links.build(REPO, "eosc").hub == "https://eu-1.notebooks.open-science-cloud-user-apps.eu/"
     cfg = tmp_path / "config.toml"
     cfg.write_text('[hubs]\neosc = "https://eosc-notebooks.example.eu"\ndefault = "workshop"\n'
                    '[hubs.urls]\nworkshop = "https://hub.workshop.example.org/"\n')
