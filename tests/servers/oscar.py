@@ -128,7 +128,7 @@ class State:
         self.services: dict[str, dict] = {}
         self.jobs: dict[str, Job] = {}
         self.provisioned: set[str] = set()
-        self.seen: dict[str, set[tuple[str, str]]] = {}  # service -> {(key, etag)}
+        self.seen: dict[str, set[tuple[str, str]]] = {}  # service -> {(key, etag, last-modified)}: every upload is an event, as MinIO notifies
         self.api_counts: Counter[str] = Counter()
         self.lock = threading.RLock()
         self.finishing: set[str] = set()
@@ -240,7 +240,7 @@ class State:
         self.seen[svc["name"]] = set(self.list_inputs(svc))
 
     def list_inputs(self, svc: dict) -> list[tuple[str, str]]:
-        """(key, etag) of every object under the service's MinIO input paths that passes its filters."""
+        """(key, etag and last-modified) of every object under the service's MinIO input paths that passes its filters."""
         found = []
         for item in svc["input"]:
             if not item.get("storage_provider", "minio.default").startswith("minio"):
@@ -253,7 +253,7 @@ class State:
                     for obj in page.get("Contents", []):
                         name = obj["Key"].rsplit("/", 1)[-1]
                         if _passes(name, item) and not obj["Key"].endswith("/"):
-                            found.append((f"{bucket}/{obj['Key']}", obj.get("ETag", "")))
+                            found.append((f"{bucket}/{obj['Key']}", f"{obj.get('ETag', '')}@{obj.get('LastModified', '')}"))
             except Exception:  # noqa: BLE001 - a missing bucket triggers nothing, as in MinIO
                 continue
         return found
