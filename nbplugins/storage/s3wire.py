@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from nbplugins.errors import StorageError, TransientError
 from nbplugins.retry import describe
+from nbplugins.sandbox.state import diagnose
 from nbplugins.storage.s3 import S3Settings
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -166,6 +167,9 @@ class ObjectWire:
             raise
         except OSError as exc:
             conn.close()
+            sandbox_down = diagnose(self.endpoint)
+            if sandbox_down:  # a sandbox that is down does not come back by retrying
+                raise StorageError(sandbox_down) from None
             raise TransientError(f"could not connect to the endpoint {self.endpoint}: {describe(exc)}") from None
         conn.sock.settimeout(self.read_timeout)
 

@@ -125,6 +125,11 @@ def test_down_stops_everything_and_up_again_takes_another_port_when_the_old_one_
         assert down.returncode == 0 and "oidc, s3" in down.stdout
         assert none_alive(recorded_pids(first)) and not processes_under(directory)
         assert "not running" in nbp("sandbox", "status", "--dir", str(directory), env=env).stdout
+        refused = nbp("data", "get", "s3://sandbox/data/measurements.csv", f"{tmp_path}/",
+                      env={**env, "NBPLUGINS_CONFIG": str(directory / "config.toml")})
+        assert refused.returncode != 0  # at once, not after the retry deadline: the sandbox is named
+        assert "'sandbox' profile" in refused.stderr and "nbplugins sandbox up" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         with socket.socket() as squatter:
             squatter.bind(("127.0.0.1", first["services"]["s3"]["port"]))
             squatter.listen()
