@@ -15,7 +15,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,elyra,dask]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,elyra,dask,sandbox]'
+	$(PY) -m nbplugins.editor.factory  # Elyra's factory metadata: an editable install skips data-files
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbplugins)" >/dev/null
 	mkdir -p "$$($(VENV)/bin/jupyter --runtime-dir)"
 	touch $@

@@ -94,7 +94,7 @@ def _node_dict(pipeline: Pipeline, node: Node) -> dict[str, Any]:
     params.update(node.extra)
     app: dict[str, Any] = {
         "component_parameters": params,
-        "label": "",
+        "label": node.label,
         "ui_data": {"label": node.label, "image": image, "x_pos": x, "y_pos": y, "description": description},
     }
     ours = {k: v for k, v in (("parameters", node.parameters), ("pipeline_parameters", node.pipeline_parameters),
