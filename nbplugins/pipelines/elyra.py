@@ -32,7 +32,14 @@ from typing import Any
 
 from nbplugins import files
 from nbplugins.errors import ValidationError
-from nbplugins.pipelines.model import KINDS, PARAM_REF, Node, Parameter, Pipeline, stable_id
+from nbplugins.pipelines.model import (
+    KINDS,
+    Node,
+    Parameter,
+    Pipeline,
+    references,
+    stable_id,
+)
 from nbplugins.references import is_reference
 
 SCHEMA_VERSION = "3.0"
@@ -390,9 +397,9 @@ def issues(pipeline: Pipeline, *, check_files: bool = True) -> list[str]:
             if name not in pipeline.parameters:
                 found.append(f"{at}: uses pipeline parameter {name!r}, which the pipeline does not define")
         for name, value in node.parameters.items():
-            ref = PARAM_REF.match(value) if isinstance(value, str) else None
-            if ref and ref.group(1) not in pipeline.parameters:
-                found.append(f"{at}: parameter {name!r} references undefined pipeline parameter {ref.group(1)!r}")
+            for ref in references(value):
+                if ref not in pipeline.parameters:
+                    found.append(f"{at}: parameter {name!r} references undefined pipeline parameter {ref!r}")
         if not K8S_NAME.match(pipeline.secret_name):
             found.append(f"pipeline: secret name {pipeline.secret_name!r} is not a valid Kubernetes name")
         bad_paths = node.path_problems()

@@ -47,7 +47,7 @@ from nbplugins import files, paths, secrets
 from nbplugins.errors import ConfigError, ExecutionError, ValidationError
 from nbplugins.papermill import injected
 from nbplugins.pipelines import elyra, folders
-from nbplugins.pipelines.model import PARAM_REF, Pipeline
+from nbplugins.pipelines.model import PARAM_REF, Pipeline, references, substitute
 from nbplugins.pipelines.parameters import resolve_parameters
 from nbplugins.references import is_reference, resolve_reference
 
@@ -216,8 +216,8 @@ def stage(pipeline: Pipeline, workspace: Path, target: str, values: Mapping[str,
                 ref = PARAM_REF.match(value) if isinstance(value, str) else None
                 if ref and kfp:
                     from_env[name] = (ref.group(1), values[ref.group(1)])
-                elif ref:
-                    literal[name] = values[ref.group(1)]
+                elif ref or references(value):  # Kubeflow parameters are whole values; the rest is baked
+                    literal[name] = substitute(value, values)
                 elif is_reference(value):
                     var = elyra.secret_key(value)
                     secret_env[name] = var

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,28 @@ SUFFIXES = {".ipynb": "notebook", ".py": "python", ".r": "r"}
 
 #: ``${name}`` as a whole parameter value: the value of pipeline parameter ``name``.
 PARAM_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def references(value: Any) -> list[str]:
+    """The pipeline parameters ``value`` refers to: a whole ``${name}`` string, or such strings
+    anywhere inside its lists and dicts (``{"InputTable": "${table}"}``)."""
+    if isinstance(value, str):
+        ref = PARAM_REF.match(value)
+        return [ref.group(1)] if ref else []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [name for item in items for name in references(item)]
+
+
+def substitute(value: Any, values: Mapping[str, Any]) -> Any:
+    """``value`` with every ``${name}`` string (whole, or inside lists and dicts) replaced by ``values[name]``."""
+    if isinstance(value, str):
+        ref = PARAM_REF.match(value)
+        return values[ref.group(1)] if ref else value
+    if isinstance(value, dict):
+        return {k: substitute(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, values) for v in value]
+    return value
 
 _NAMESPACE = uuid.UUID("5d9c7c39-5a53-4c4c-9f0e-6e6270697065")
 

@@ -12,7 +12,7 @@ import yaml
 
 from nbplugins import config
 from nbplugins.errors import ValidationError
-from nbplugins.pipelines.model import PARAM_REF, Node, Pipeline
+from nbplugins.pipelines.model import Node, Pipeline, substitute
 
 
 def coerce(value: str, default: Any) -> Any:
@@ -53,8 +53,7 @@ def node_parameters(pipeline: Pipeline, node: Node, values: Mapping[str, Any],
     """The papermill parameters of a node: its own (``${p}`` substituted), then used pipeline parameters."""
     params: dict[str, Any] = {}
     for name, value in node.parameters.items():
-        ref = PARAM_REF.match(value) if isinstance(value, str) else None
-        params[name] = values[ref.group(1)] if ref else value
+        params[name] = substitute(value, values)
     for name in node.pipeline_parameters:
         if name in declared and name not in params:
             params[name] = values[name]

@@ -34,7 +34,7 @@ import yaml
 from nbplugins import files
 from nbplugins.errors import ValidationError
 from nbplugins.pipelines import elyra
-from nbplugins.pipelines.model import PARAM_REF, Node, Parameter, Pipeline, stable_id
+from nbplugins.pipelines.model import Node, Parameter, Pipeline, references, stable_id
 
 _TOP = {"name", "description", "runtime_image", "env", "parameters", "nodes", "secret_name", "kubernetes_secrets",
         "mounted_volumes"}
@@ -134,9 +134,7 @@ def from_spec(doc: dict[str, Any], spec_dir: str | os.PathLike[str], out_dir: st
         params = _mapping(ndef.get("parameters"), f"{at}: parameters")
         uses = _strings(ndef.get("pipeline_parameters"), f"{at}: pipeline_parameters")
         for value in params.values():
-            ref = PARAM_REF.match(value) if isinstance(value, str) else None
-            if ref and ref.group(1) not in uses:
-                uses.append(ref.group(1))
+            uses.extend(name for name in references(value) if name not in uses)
         extra = {k: ndef[k] for k in ("mounted_volumes", "cpu", "memory", "gpu", "timeout") if k in ndef}
         timeout = extra.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):

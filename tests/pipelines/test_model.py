@@ -102,3 +102,12 @@ def test_layout_places_nodes_in_columns_by_depth(tmp_path):
     x = {n.label: n.position[0] for n in p.nodes}
     assert x == {"prepare": 0, "solo": 0, "left": 100, "right": 100, "combine": 200}
     assert len({n.position for n in p.nodes}) == 5  # no two nodes on top of each other
+
+
+def test_pipeline_parameters_are_found_and_filled_inside_lists_and_dicts():
+    from nbplugins.pipelines.model import references, substitute
+
+    value = {"InputTable": "${table}", "Column": "t", "more": ["${a}", {"b": "${b}"}], "text": "x ${a}"}
+    assert references(value) == ["table", "a", "b"]
+    assert substitute(value, {"table": "s3://b/t.csv", "a": 1, "b": [2]}) == {
+        "InputTable": "s3://b/t.csv", "Column": "t", "more": [1, {"b": [2]}], "text": "x ${a}"}
