@@ -65,7 +65,7 @@ def main() -> None:
     cases = {
         "moto_server + bucket + samples (boto3)": moto_round,
         "nbplugins sandbox up --services s3": lambda: ours_round("s3"),
-        "nbplugins sandbox up (oidc, s3, onedata)": lambda: ours_round(None),
+        "nbplugins sandbox up --services oidc,s3,onedata": lambda: ours_round("oidc,s3,onedata"),
     }
     results: dict[str, tuple[float, float]] = {}
     for name, run in cases.items():

@@ -59,9 +59,9 @@ def up(directory: str | None, services: str | None, detach: bool) -> None:
         click.echo(f"sandbox running in {where}")
         for name, started in sandbox.started.items():
             facts = ", ".join(f"{k} {v}" for k, v in started.info.items())
-            click.echo(f"  {name:<8} {started.server.url:<26} pid {started.server.pid:<8} {facts}")
+            click.echo(f"  {name:<9} {started.server.url:<26} pid {started.server.pid:<8} {facts}")
             for url in started.data:
-                click.echo(f"  {'':<8} {url}")
+                click.echo(f"  {'':<9} {url}")
         click.echo(f"profile 'sandbox' in {sandbox.config_file} (private, 0600); use it with:")
         click.echo(f"  export NBPLUGINS_CONFIG={sandbox.config_file}")
         if detach:
@@ -98,14 +98,14 @@ def status(directory: str | None, run_checks: bool) -> None:
         click.echo(f"sandbox in {where}: not running ({last}); start it with: {state.up_command(where)}")
     for name, entry in current["services"].items():
         facts = ", ".join(f"{k} {v}" for k, v in (entry.get("info") or {}).items())
-        click.echo(f"  {name:<8} {'running' if entry['alive'] else 'stopped':<8} pid {entry.get('pid'):<8} "
+        click.echo(f"  {name:<9} {'running' if entry['alive'] else 'stopped':<8} pid {entry.get('pid'):<8} "
                    f"{entry.get('url'):<26} {facts}".rstrip())
     if alive:
         click.echo(f"config: export NBPLUGINS_CONFIG={where / state.CONFIG}")
     if run_checks:
         failed = []
         for name, ok, what in stack.check(where):
-            click.echo(f"  check {name:<8} {'ok' if ok else 'FAILED'}: {what}")
+            click.echo(f"  check {name:<9} {'ok' if ok else 'FAILED'}: {what}")
             if not ok:
                 failed.append(name)
         if failed:
@@ -135,4 +135,4 @@ def services_cmd() -> None:
         service = registry.SERVICES[name]
         missing = [t.package for t in service.tools if not t.found()]
         note = f"  (missing: {', '.join(missing)}; {registry.INSTALL})" if missing else ""
-        click.echo(f"{name:<8} {service.summary}{note}")
+        click.echo(f"{name:<9} {service.summary}{note}")

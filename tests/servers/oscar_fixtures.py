@@ -1,4 +1,4 @@
-"""pytest fixtures for the OSCAR test server (``tests/servers/oscar.py``), each with its own S3.
+"""pytest fixtures for the OSCAR test server (:mod:`nbplugins.sandbox.servers.oscar`), each with its own S3.
 
 Use them from a test module or a conftest::
 
@@ -28,7 +28,6 @@ does the same outside pytest (benchmarks). Each returns an :class:`OscarServer`:
 
 from __future__ import annotations
 
-import json
 import os
 import secrets as _random
 import sys
@@ -44,9 +43,9 @@ import jwt
 import pytest
 import requests
 
-from tests.servers import harness
+from nbplugins.sandbox import harness
+from nbplugins.sandbox.servers import oscar as oscar_server_module
 
-ROOT = Path(__file__).resolve().parents[2]
 ISSUER = "https://aai.egi.eu/auth/realms/egi"
 VO = "vo.example.eu"
 OTHER_VO = "vo.other.eu"
@@ -155,15 +154,12 @@ def start_oscar(work_dir: str | os.PathLike[str] | None = None, *, version: str 
                            {"token": other_token, **user_keys[other_sub]}]},
         "settings": settings,
     }
-    cfg_path = work / f"oscar-{suffix}.json"
-    fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(cfg, handle)
+    cfg_path = oscar_server_module.write_config(work / f"oscar-{suffix}.json", cfg)
     port = harness.free_port()
     try:
-        process = harness.start("oscar", [sys.executable, "-m", "tests.servers.oscar", "--port", "{port}",
+        process = harness.start("oscar", [sys.executable, "-m", "nbplugins.sandbox.servers.oscar", "--port", "{port}",
                                           "--config", str(cfg_path)],
-                                port=port, cwd=str(ROOT), ready=harness.http_ready(f"http://127.0.0.1:{port}/health"),
+                                port=port, ready=harness.http_ready(f"http://127.0.0.1:{port}/health"),
                                 log_dir=work)
     except Exception:
         s3.stop()

@@ -27,6 +27,10 @@ discovery) is this server's own ``127.0.0.1:port``.
 Test-only endpoints live under ``/__control`` (fault injection, request counters) and are not
 part of the contract. Run: ``python -m nbplugins.sandbox.servers.onedata --port N --root DIR``
 (tokens in ``ONEDATA_TEST_TOKENS``, comma-separated, so they never show in a process listing).
+
+Over 600 lines because it is one contract: Onezone's token endpoints, the Oneprovider's file
+API and CDMI share one file tree, one token check and one error model, and the official
+client exercises them together; split, each part would only be read with the others.
 """
 
 from __future__ import annotations
