@@ -124,6 +124,7 @@ def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, 
 
     from nbplugins import sweep
     from nbplugins.errors import ExecutionError, ValidationError
+    from nbplugins.events import Kind
     from nbplugins.papermill import kernels, parameters
 
     if (grid is None) == (table is None):
@@ -136,18 +137,19 @@ def sweep_cmd(template: str, grid: str | None, table: str | None, pattern: str, 
     declared = parameters.declared(nb)
     sets = sweep.load_grid(grid, declared, max_runs) if grid else sweep.load_table(table, declared)
     runs = sweep.plan(template, sets, pattern, allow_unknown=allow_unknown)
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-    events = sweep.run(template, runs, jobs=jobs, report_dir=report, force=force, executor=executor,
-                       scheduler=scheduler, allow_unknown=allow_unknown, timeout=timeout)
+    counts = {"ok": 0, "failed": 0, "skipped": 0}  # by the runs' status, as sweep.json records them
+    events = sweep.execute_runs(template, runs, jobs=jobs, report_dir=report, force=force, executor=executor,
+                                scheduler=scheduler, allow_unknown=allow_unknown, timeout=timeout)
     with lifecycle.stoppable(), contextlib.closing(events), \
             tqdm(total=len(runs), unit="run", desc="sweep", file=sys.stderr) as bar:
         for event in events:
-            if event.kind in counts:
-                counts[event.kind] += 1
+            run = event.payload
+            if run is not None and event.kind in (Kind.FINISHED, Kind.FAILED, Kind.REUSED):
+                counts[run.status] += 1
                 bar.update(1)
                 bar.set_postfix(counts)
-                if event.kind == "failed":
-                    tqdm.write(f"run {event.run.index} failed: {event.run.error}", file=sys.stderr)
+                if event.kind == Kind.FAILED:
+                    tqdm.write(f"run {run.index} failed: {run.error}", file=sys.stderr)
     paths = sweep.write_summary(runs, report, title=f"sweep of {Path(template).name}")
     click.echo(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; "
                f"summary: {paths['csv']}, report: {paths['html']}")
@@ -234,7 +236,7 @@ def _data_command(name: str, summary: str, *, mirror: bool = False):  # noqa: AN
             src, dest, profile=profile, src_profile=src_profile, dest_profile=dest_profile,
             concurrency=concurrency, part_size=part_size * 2**20 if part_size else None,
             manifest=not no_manifest, clobber=not no_clobber, **({"delete": True} if delete else {}))
-        result = staging.run(events, progress=not quiet, out=sys.stderr)
+        result = staging.consume(events, progress=not quiet, out=sys.stderr)
         where = "local " if name == "get" else ""
         click.echo(f"{result.files} files, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s "
                    f"({result.rate / 2**20:.1f} MiB/s); {result.skipped} already there"
@@ -314,8 +316,8 @@ def pipeline_run(path: str, params: tuple[str, ...], run_dir: str | None, jobs: 
     forkserver.prestart()
     from nbplugins.pipelines import elyra, runner
 
-    job = runner.Run(elyra.load(path), run_dir, parameters=_params(params), jobs=jobs, resume=resume,
-                     timeout=timeout)
+    job = runner.PipelineRun(elyra.load(path), run_dir, parameters=_params(params), jobs=jobs, resume=resume,
+                             timeout=timeout)
     events = runner.with_progress(job, echo=lambda line: click.echo(line, err=True), disable=quiet or None)
     try:
         with lifecycle.stoppable(), contextlib.closing(events):

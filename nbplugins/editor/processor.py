@@ -31,6 +31,7 @@ from traitlets import Int, List, Unicode
 from nbplugins import paths, secrets
 from nbplugins.editor import switch
 from nbplugins.errors import NbpluginsError
+from nbplugins.events import Kind
 
 DORMANT = "nbplugins-dormant"
 #: The name Elyra's local processor gets in a process where nbplugins takes over without a filter.
@@ -154,7 +155,7 @@ class NbpluginsProcessor(PipelineProcessor):
         try:
             ours, values, saved = convert.from_elyra(pipeline, self._root())
             run_dir = self._new_run_dir(ours.name)
-            job = runner.Run(ours, run_dir, parameters=values, jobs=self.jobs)
+            job = runner.PipelineRun(ours, run_dir, parameters=values, jobs=self.jobs)
         except NbpluginsError as exc:
             raise PipelineRunError(f"{exc}", "Pipeline not run") from None
         if saved is not None:
@@ -164,10 +165,10 @@ class NbpluginsProcessor(PipelineProcessor):
         try:
             with contextlib.closing(job.events()) as events:
                 for event in events:
-                    if event.kind in ("finished", "failed", "skipped"):
-                        self.log_pipeline_info(pipeline.name, event.line(), operation_name=event.node,
+                    if event.kind in (Kind.FINISHED, Kind.FAILED, Kind.SKIPPED):
+                        self.log_pipeline_info(pipeline.name, event.line(), operation_name=event.subject,
                                                duration=event.duration)
-                    if echo and event.kind not in ("run-started", "run-finished"):
+                    if echo and event.kind not in (Kind.RUN_STARTED, Kind.RUN_FINISHED):
                         print(secrets.redact(event.line()), file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - the dialog gets one redacted line
             raise PipelineRunError(f"{ours.name}: the run stopped: {type(exc).__name__}: {exc}; run folder {folder}",

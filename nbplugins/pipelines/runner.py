@@ -23,8 +23,9 @@ Where Elyra's local runtime runs nodes one at a time and executes each notebook 
 * records every node's status, times, outputs and error in ``run.json`` after each event,
   so ``resume=True`` re-runs only the nodes that failed or were skipped.
 
-:meth:`Run.events` is a generator of :class:`Event` (started, finished, failed, skipped,
-reused) that the CLI's progress bar, the report and the tests consume alike.
+:meth:`PipelineRun.events` is a generator of :class:`nbplugins.events.Event` (run-started,
+started, finished, failed, skipped, reused, run-finished) that the CLI's progress bar, the
+editor and the tests consume alike; :func:`run_pipeline` runs one to its end without output.
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from nbplugins import files, paths, references, secrets
 from nbplugins.errors import ExecutionError, NbpluginsError, ValidationError
+from nbplugins.events import Event, Kind
 from nbplugins.papermill import kernels
 from nbplugins.pipelines import elyra, folders, graph
 from nbplugins.pipelines.model import Node, Pipeline
@@ -56,30 +57,8 @@ RECORD = "run.json"
 DONE = ("succeeded", "reused")
 
 
-@dataclass
-class Event:
-    """Something that happened to a node (or the run when ``node`` is None)."""
-
-    kind: str  # run-started, started, finished, failed, skipped, reused, run-finished
-    node: str | None = None
-    time: float = field(default_factory=time.time)
-    duration: float | None = None
-    error: str | None = None
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-
-    def line(self) -> str:
-        """A one-line human description (what the CLI prints)."""
-        if self.kind in ("finished", "reused"):
-            extra = f" in {self.duration:.1f} s" if self.duration is not None else ""
-            return f"{self.node}: {'done' if self.kind == 'finished' else 'kept from the previous attempt'}{extra}"
-        if self.kind == "failed":
-            return f"{self.node}: FAILED: {self.error}"
-        if self.kind == "skipped":
-            return f"{self.node}: skipped ({self.error})"
-        if self.kind == "started":
-            return f"{self.node}: started"
-        return f"{self.kind}{': ' + self.error if self.error else ''}"
-
+#: What a node event carries: the node's declared outputs (path relative to the run folder, bytes).
+Outputs = list[dict[str, Any]]
 
 #: Longest a free slot is held for a node on a longer chain whose parents are still running.
 HOLD_SECONDS = 0.75
@@ -96,7 +75,7 @@ def critical_path_order(pipeline: Pipeline) -> list[Node]:
     return sorted(pipeline.order(), key=lambda n: -height[n.id])
 
 
-class Run:
+class PipelineRun:
     """One run of a pipeline in a run folder; iterate :meth:`events` to execute it."""
 
     def __init__(self, pipeline: Pipeline, run_dir: str | os.PathLike[str] | None = None, *,
@@ -352,20 +331,20 @@ class Run:
                 proc.kill()
         kernels.runtime.stop_all()
 
-    def _worker(self, node: Node, events: queue.Queue[tuple[Node, Event, dict[str, Any]]]) -> None:
+    def _worker(self, node: Node, events: queue.Queue[tuple[Node, Event[Outputs], dict[str, Any]]]) -> None:
         start = time.time()
-        events.put((node, Event("started", node.label, start), {"status": "running", "start": start}))
+        events.put((node, Event(Kind.STARTED, node.label, start), {"status": "running", "start": start}))
         try:
             fields = self._execute(node)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a node event
             end = time.time()
             message = str(exc) if isinstance(exc, NbpluginsError) else f"{type(exc).__name__}: {exc}"
             message = secrets.redact(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
-            events.put((node, Event("failed", node.label, end, end - start, message),
+            events.put((node, Event(Kind.FAILED, node.label, end, end - start, message=message),
                         {"status": "failed", "end": end, "duration": end - start, "error": message}))
             return
         end = time.time()
-        events.put((node, Event("finished", node.label, end, end - start, outputs=fields["outputs"]),
+        events.put((node, Event(Kind.FINISHED, node.label, end, end - start, payload=fields["outputs"]),
                     {**fields, "status": "succeeded", "end": end, "duration": end - start}))
 
     # -- the run ---------------------------------------------------------------------------
@@ -381,23 +360,23 @@ class Run:
         with self._lock:
             self.record["nodes"][label].update(fields)
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Iterator[Event[Outputs]]:
         """Execute the pipeline, yielding an event for each change; the record follows every event."""
         p = self.pipeline
         ids = p.by_id()
         status = {n.id: self.record["nodes"][n.label]["status"] for n in p.nodes}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.save()
-        yield Event("run-started", error=f"{len(p.nodes)} nodes, {self.jobs} at a time, in {self.run_dir}")
+        yield Event(Kind.RUN_STARTED, message=f"{len(p.nodes)} nodes, {self.jobs} at a time, in {self.run_dir}")
         for node in p.order():
             if status[node.id] == "reused":
                 rec = self.record["nodes"][node.label]
-                yield Event("reused", node.label, duration=rec.get("duration"), outputs=rec.get("outputs", []))
+                yield Event(Kind.REUSED, node.label, duration=rec.get("duration"), payload=rec.get("outputs", []))
         ranked = critical_path_order(p)
         height = graph.heights(p.parents())
         hold_until: float | None = None  # a slot kept free briefly for a longer chain (HOLD_SECONDS)
         hold_spent = False  # the hold ran out: no new hold until the next event
-        inbox: queue.Queue[tuple[Node, Event, dict[str, Any]]] = queue.Queue()
+        inbox: queue.Queue[tuple[Node, Event[Outputs], dict[str, Any]]] = queue.Queue()
         running: set[str] = set()
         stack = contextlib.ExitStack()
         try:
@@ -437,12 +416,12 @@ class Run:
                     continue
                 hold_until, hold_spent = None, False
                 self._update(node.label, fields)
-                if event.kind != "started":
+                if event.kind != Kind.STARTED:
                     running.discard(node.id)
                     status[node.id] = fields["status"]
                 self.save()
                 yield event
-                if event.kind == "failed":
+                if event.kind == Kind.FAILED:
                     if self._warm_kernels is not None:
                         self._warm_kernels.drop(p.descendants(node.id))
                     for nid in sorted(p.descendants(node.id), key=[n.id for n in p.order()].index):
@@ -451,7 +430,7 @@ class Run:
                             why = f"because {node.label!r} failed"
                             self._update(ids[nid].label, {"status": "skipped", "error": why})
                             self.save()
-                            yield Event("skipped", ids[nid].label, error=why)
+                            yield Event(Kind.SKIPPED, ids[nid].label, message=why)
         except BaseException:
             self.record["status"] = "interrupted"
             self._stop_everything()
@@ -467,7 +446,7 @@ class Run:
                 from nbplugins.pipelines import report
 
                 report.write(self.record, self.run_dir / "report.html", p)
-        yield Event("run-finished", error=self.summary())
+        yield Event(Kind.RUN_FINISHED, message=self.summary())
 
     # -- results ---------------------------------------------------------------------------
 
@@ -500,25 +479,26 @@ class Run:
             f"re-run the failed and skipped nodes with --resume --run-dir {self.run_dir}")
 
 
-def run(pipeline: Pipeline | str | os.PathLike[str], run_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Run:
-    """Run a pipeline to the end (no progress output); returns the finished :class:`Run`."""
+def run_pipeline(pipeline: Pipeline | str | os.PathLike[str], run_dir: str | os.PathLike[str] | None = None,
+                 **kwargs: Any) -> PipelineRun:
+    """Run a pipeline to the end (no progress output); returns the finished :class:`PipelineRun`."""
     if not isinstance(pipeline, Pipeline):
         pipeline = elyra.load(pipeline)
-    job = Run(pipeline, run_dir, **kwargs)
+    job = PipelineRun(pipeline, run_dir, **kwargs)
     for _ in job.events():
         pass
     return job
 
 
-def with_progress(job: Run, *, echo: Any = None, disable: bool | None = None) -> Iterator[Event]:
+def with_progress(job: PipelineRun, *, echo: Any = None, disable: bool | None = None) -> Iterator[Event[Outputs]]:
     """Yield ``job``'s events while a tqdm bar counts finished nodes; ``echo`` prints each line."""
     from tqdm.auto import tqdm
 
     total = len(job.pipeline.nodes)
     with tqdm(total=total, unit="node", desc=job.pipeline.name, disable=disable, leave=True) as bar:
         for event in job.events():
-            if event.kind in ("finished", "failed", "skipped", "reused"):
+            if event.kind in (Kind.FINISHED, Kind.FAILED, Kind.SKIPPED, Kind.REUSED):
                 bar.update(1)
-            if echo is not None and event.kind not in ("run-started", "run-finished"):
+            if echo is not None and event.kind not in (Kind.RUN_STARTED, Kind.RUN_FINISHED):
                 bar.write(event.line()) if not bar.disable else echo(event.line())
             yield event

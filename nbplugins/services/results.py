@@ -203,7 +203,7 @@ def download(outputs: Sequence[Output], dest: str, *, downloader: Downloader | N
         if scratch is not None:
             from nbplugins.storage import staging
 
-            staging.run(staging.put(str(folder), dest, profile=profile), progress=progress)
+            staging.consume(staging.put(str(folder), dest, profile=profile), progress=progress)
         return results
     finally:
         if scratch is not None:

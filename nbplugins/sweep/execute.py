@@ -22,9 +22,10 @@ from typing import Any
 
 from nbplugins import files, scraps, secrets
 from nbplugins.errors import NbpluginsError, ValidationError
+from nbplugins.events import Event, Kind
 from nbplugins.papermill import kernels, parameters
 from nbplugins.papermill.engine import _load, execute
-from nbplugins.sweep.plan import Event, Run
+from nbplugins.sweep.plan import PlannedRun
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Journal:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "a")
 
-    def append(self, run: Run) -> None:
+    def append(self, run: PlannedRun) -> None:
         self._file.write(secrets.redact(json.dumps(_jsonable(asdict(run)))) + "\n")
         self._file.flush()
 
@@ -87,11 +88,11 @@ def _exists(url: str) -> bool:
         return False
 
 
-# ----------------------------------------------------------------------------- run
+# ----------------------------------------------------------------------------- runs
 
 
-def _execute_one(template: str, run: Run, cwd: str | None, km: Any, credentials: Mapping[str, str] | None,
-                 allow_unknown: bool, timeout: float | None = None) -> Run:
+def _execute_one(template: str, run: PlannedRun, cwd: str | None, km: Any, credentials: Mapping[str, str] | None,
+                 allow_unknown: bool, timeout: float | None = None) -> PlannedRun:
     start = time.monotonic()
     try:
         if "://" not in run.output:
@@ -107,16 +108,17 @@ def _execute_one(template: str, run: Run, cwd: str | None, km: Any, credentials:
     return run
 
 
-def _dask_run(template: str, run: Run, cwd: str | None, allow_unknown: bool, timeout: float | None) -> Run:
+def _dask_run(template: str, run: PlannedRun, cwd: str | None, allow_unknown: bool, timeout: float | None) -> PlannedRun:
     """Run on a Dask worker: the worker resolves its own credentials, nothing secret travels."""
     return _execute_one(template, run, cwd, None, None, allow_unknown, timeout)
 
 
-def run(template: str | os.PathLike[str], runs: list[Run], *, jobs: int = 2, report_dir: str | os.PathLike[str],
-        force: bool = False, executor: str = "local", scheduler: str | None = None,
-        allow_unknown: bool = False, kernel_name: str | None = None,
-        timeout: float | None = None) -> Iterator[Event]:
-    """Execute the planned runs, yielding an event as each starts, finishes, fails or is skipped.
+def execute_runs(template: str | os.PathLike[str], runs: list[PlannedRun], *, jobs: int = 2,
+                 report_dir: str | os.PathLike[str], force: bool = False, executor: str = "local",
+                 scheduler: str | None = None, allow_unknown: bool = False, kernel_name: str | None = None,
+                 timeout: float | None = None) -> Iterator[Event[PlannedRun]]:
+    """Execute the planned runs, yielding an event as each starts, finishes or fails, or is reused
+    (finished by an earlier invocation: its status stays ``skipped`` in ``sweep.json``).
 
     Each finished run is journalled at once, so the same call after a kill runs only what has
     no finished output. ``timeout`` bounds each run (seconds). Closing the generator early
@@ -132,7 +134,8 @@ def run(template: str | os.PathLike[str], runs: list[Run], *, jobs: int = 2, rep
         if previous and previous.get("status") == "ok" and previous.get("parameters") == _jsonable(r.parameters) \
                 and _exists(r.output):
             r.status, r.duration, r.values = "skipped", previous.get("duration"), previous.get("values", {})
-            yield Event("skipped", r)
+            yield Event(Kind.REUSED, _subject(r), duration=r.duration, message="finished by an earlier sweep",
+                        payload=r)
         else:
             todo.append(r)
     cwd = str(Path(template).resolve().parent) if "://" not in template else None
@@ -146,8 +149,8 @@ def run(template: str | os.PathLike[str], runs: list[Run], *, jobs: int = 2, rep
         else:
             raise ValidationError(f"unknown executor {executor!r} (known: local, dask)")
         for event in events:
-            if event.kind in ("ok", "failed"):
-                journal.append(event.run)
+            if event.kind in (Kind.FINISHED, Kind.FAILED) and event.payload is not None:
+                journal.append(event.payload)
             yield event
         status = "finished"
     finally:
@@ -155,8 +158,22 @@ def run(template: str | os.PathLike[str], runs: list[Run], *, jobs: int = 2, rep
         save_state(report, runs, status)
 
 
-def _run_local(template: str, todo: list[Run], cwd: str | None, jobs: int, allow_unknown: bool,
-               kernel_name: str | None, timeout: float | None) -> Iterator[Event]:
+def _subject(r: PlannedRun) -> str:
+    return f"run {r.index}"
+
+
+def _started(r: PlannedRun) -> Event[PlannedRun]:
+    return Event(Kind.STARTED, _subject(r), payload=r)
+
+
+def _outcome(r: PlannedRun) -> Event[PlannedRun]:
+    """The event of a run that ended: ``finished`` (status ``ok``) or ``failed``."""
+    return Event(Kind.FINISHED if r.status == "ok" else Kind.FAILED, _subject(r), duration=r.duration,
+                 message=r.error or "", payload=r)
+
+
+def _run_local(template: str, todo: list[PlannedRun], cwd: str | None, jobs: int, allow_unknown: bool,
+               kernel_name: str | None, timeout: float | None) -> Iterator[Event[PlannedRun]]:
     if not todo:
         return
     secret_env = _secret_environment(todo)
@@ -169,9 +186,9 @@ def _run_local(template: str, todo: list[Run], cwd: str | None, jobs: int, allow
         env = kernels.kernel_environment(secret_env, creds)
         pool = stack.enter_context(kernels.KernelPool(name, size=jobs, total=len(todo), cwd=cwd, env=env))
         workers = stack.enter_context(kernels.worker_threads(jobs, "nbplugins-sweep"))
-        active: dict[Future[Run], Run] = {}
+        active: dict[Future[PlannedRun], PlannedRun] = {}
 
-        def submit() -> Run:
+        def submit() -> PlannedRun:
             r = pending.popleft()
             r.status = "running"
             active[workers.submit(_with_pool_kernel, pool, template, r, cwd, creds, allow_unknown, timeout)] = r
@@ -179,23 +196,23 @@ def _run_local(template: str, todo: list[Run], cwd: str | None, jobs: int, allow
 
         try:
             while pending and len(active) < jobs:
-                yield Event("started", submit())
+                yield _started(submit())
             while active:
                 completed, _ = wait(active, return_when=FIRST_COMPLETED)
                 for fut in completed:
                     r = active.pop(fut)
                     fut.result()
-                    yield Event(r.status, r)
+                    yield _outcome(r)
                     if pending:
-                        yield Event("started", submit())
+                        yield _started(submit())
         except BaseException:  # interrupted: end the runs in flight now, not when their cells finish
             pool.close()
             kernels.runtime.stop_all()
             raise
 
 
-def _with_pool_kernel(pool: kernels.KernelPool, template: str, r: Run, cwd: str | None,
-                      creds: Mapping[str, str], allow_unknown: bool, timeout: float | None) -> Run:
+def _with_pool_kernel(pool: kernels.KernelPool, template: str, r: PlannedRun, cwd: str | None,
+                      creds: Mapping[str, str], allow_unknown: bool, timeout: float | None) -> PlannedRun:
     try:
         km = pool.take()
     except NbpluginsError as exc:
@@ -204,7 +221,7 @@ def _with_pool_kernel(pool: kernels.KernelPool, template: str, r: Run, cwd: str 
     return _execute_one(template, r, cwd, km, creds, allow_unknown, timeout)
 
 
-def _secret_environment(todo: list[Run]) -> dict[str, str]:
+def _secret_environment(todo: list[PlannedRun]) -> dict[str, str]:
     """Resolve secret references once for the pool's kernels; they must agree across runs."""
     refs: dict[str, str] = {}
     for r in todo:
@@ -214,8 +231,8 @@ def _secret_environment(todo: list[Run]) -> dict[str, str]:
     return {parameters.env_name(n): parameters.resolve_reference(f"parameter {n!r}", v) for n, v in refs.items()}
 
 
-def _run_dask(template: str, todo: list[Run], cwd: str | None, scheduler: str | None, allow_unknown: bool,
-              timeout: float | None) -> Iterator[Event]:
+def _run_dask(template: str, todo: list[PlannedRun], cwd: str | None, scheduler: str | None, allow_unknown: bool,
+              timeout: float | None) -> Iterator[Event[PlannedRun]]:
     if not todo:
         return
     if not scheduler:
@@ -235,16 +252,16 @@ def _run_dask(template: str, todo: list[Run], cwd: str | None, scheduler: str | 
             r.status = "running"
             futures[client.submit(_dask_run, template, r, cwd, allow_unknown, timeout, pure=False,
                                   key=f"nbplugins-run-{r.index}-{time.time_ns()}")] = r
-            yield Event("started", r)
+            yield _started(r)
         for fut in as_completed(futures):
             original = futures[fut]
             try:
-                result: Run = fut.result()
+                result: PlannedRun = fut.result()
             except Exception as exc:
                 original.status, original.error = "failed", secrets.redact(f"{type(exc).__name__}: {exc}")
                 result = original
             original.__dict__.update(result.__dict__)
-            yield Event(original.status, original)
+            yield _outcome(original)
     finally:
         client.close()
 
@@ -253,7 +270,7 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def save_state(report_dir: Path, runs: Iterable[Run], status: str = "finished") -> None:
+def save_state(report_dir: Path, runs: Iterable[PlannedRun], status: str = "finished") -> None:
     """Compact the outcomes into one file (atomically) and drop the journal they came from."""
     data = {"status": status,
             "runs": [_jsonable(asdict(r)) for r in runs if r.status in ("ok", "failed", "skipped")]}

@@ -1,4 +1,4 @@
-"""A sweep's plan: one :class:`Run` per parameter set, each mapped to its own output path.
+"""A sweep's plan: one :class:`PlannedRun` per parameter set, each mapped to its own output path.
 
 Output patterns are filled with values from grids and tables: every value must stay one path
 segment and every local output inside the pattern's folder (:mod:`nbplugins.paths`).
@@ -21,24 +21,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Run:
-    """One run of a sweep and, once done, its outcome."""
+class PlannedRun:
+    """One run of a sweep (its parameters and output path) and, once done, its outcome."""
 
     index: int
     parameters: dict[str, Any]
     output: str
-    status: str = "pending"  # pending | running | ok | failed | skipped
+    status: str = "pending"  # pending | running | ok | failed | skipped (finished by an earlier sweep)
     duration: float | None = None
     error: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Event:
-    """Progress of a sweep: ``kind`` is started, ok, failed or skipped."""
-
-    kind: str
-    run: Run
 
 
 def _fields(pattern: str) -> set[str]:
@@ -50,7 +42,7 @@ def _fields(pattern: str) -> set[str]:
 
 
 def plan(template: str, sets: list[dict[str, Any]], output_pattern: str, *,
-         allow_unknown: bool = False) -> list[Run]:
+         allow_unknown: bool = False) -> list[PlannedRun]:
     """Check the parameter sets against the template and map each to its output path.
 
     Refuses unknown parameters (listing the valid names) and two runs with one output path.
@@ -99,7 +91,7 @@ def plan(template: str, sets: list[dict[str, Any]], output_pattern: str, *,
                 f"output pattern {output_pattern!r} maps runs {seen[output]} and {i} to {output}: "
                 "add a parameter that differs, or {index}")
         seen[output] = i
-        runs.append(Run(index=i, parameters=params, output=output))
+        runs.append(PlannedRun(index=i, parameters=params, output=output))
     return runs
 
 

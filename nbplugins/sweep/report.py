@@ -19,12 +19,12 @@ from typing import Any
 
 from nbplugins import files, paths, secrets
 from nbplugins.errors import ValidationError
-from nbplugins.sweep.plan import Run, _plain
+from nbplugins.sweep.plan import PlannedRun, _plain
 
 log = logging.getLogger(__name__)
 
 
-def summary_frame(runs: Iterable[Run]) -> Any:
+def summary_frame(runs: Iterable[PlannedRun]) -> Any:
     """One row a run: parameters, status, duration, output, error, and glued values."""
     import pandas as pd
 
@@ -50,7 +50,7 @@ MAX_HEATMAP = 30  # values a side for a heat map
 _STATUS_COLORS = {"ok": "#2e7d32", "failed": "#c62828"}
 
 
-def write_summary(runs: list[Run], report_dir: str | os.PathLike[str], title: str) -> dict[str, Path]:
+def write_summary(runs: list[PlannedRun], report_dir: str | os.PathLike[str], title: str) -> dict[str, Path]:
     """Write the sweep's report into ``report_dir``; return the paths of its parts.
 
     ``summary.csv`` and ``summary.parquet`` (one row a run), ``overview.png`` (durations and
@@ -249,7 +249,7 @@ def _heatmap(frame: Any, data: Any, pair: list[str], column: str, value: str) ->
     return _png(fig)
 
 
-def _render_notebooks(runs: list[Run], folder: Path) -> dict[int, str]:
+def _render_notebooks(runs: list[PlannedRun], folder: Path) -> dict[int, str]:
     """Each finished run's output notebook as HTML (``runs/run-N.html``): index -> link.
 
     A page newer than its local notebook, or of a remote one skipped this time, is kept as it
@@ -280,7 +280,7 @@ def _render_notebooks(runs: list[Run], folder: Path) -> dict[int, str]:
     return pages
 
 
-def _fresh(page: Path, r: Run) -> bool:
+def _fresh(page: Path, r: PlannedRun) -> bool:
     try:
         made = page.stat().st_mtime
     except OSError:

@@ -55,7 +55,9 @@ def put_objects(rclone, bucket: str, objects: dict[str, str]) -> None:
 
 def test_every_shipped_snippet_is_tested_here():
     tested = {"nbplugins-hub-token", "nbplugins-s3-pandas", "nbplugins-onedata-pandas", "nbplugins-stage-folder",
-              "nbplugins-sweep"}
+              "nbplugins-sweep",
+              # tests/editor/test_snippets_services.py
+              "nbplugins-dataminer-process", "nbplugins-ccp-process", "nbplugins-oscar-run"}
     assert {p.stem for p in (factory.SOURCE / "code-snippets").glob("*.json")} == tested
 
 

@@ -38,10 +38,10 @@ level = lambda: (len(os.listdir("/proc/self/fd")), threading.active_count())
 def sweep_of(name, count):
     runs = sweep.plan(str(light), [{"n": i} for i in range(count)], str(work / name / "{n}.ipynb"))
     samples = {}
-    for event in sweep.run(light, runs, jobs=2, report_dir=work / f"{name}-report"):
-        assert event.kind != "failed", event.run.error
-        if event.kind == "ok" and event.run.index in (100, count - 50):
-            samples[event.run.index] = level()
+    for event in sweep.execute_runs(light, runs, jobs=2, report_dir=work / f"{name}-report"):
+        assert event.kind != "failed", event.message
+        if event.kind == "finished" and event.payload.index in (100, count - 50):
+            samples[event.payload.index] = level()
     assert [r.values["n2"] for r in runs] == [2 * i for i in range(count)]
     return samples
 

@@ -64,10 +64,10 @@ def test_parallel_run_isolated_folders_params_env_and_report(workspace, monkeypa
     monkeypatch.setenv("NBP_TEST_SECRET", canary)
     path = _diamond(workspace, workspace / "no-such-marker")
     before = _digest(workspace / "nb")
-    job = runner.Run(elyra.load(path), workspace / "run", parameters={"scale": "7"}, jobs=2)
+    job = runner.PipelineRun(elyra.load(path), workspace / "run", parameters={"scale": "7"}, jobs=2)
     events = list(job.events())
     assert job.record["status"] == "succeeded", job.summary()
-    kinds = [(e.kind, e.node) for e in events]
+    kinds = [(e.kind, e.subject) for e in events]
     for label in ("prepare", "left", "right", "join", "lone"):
         assert kinds.index(("started", label)) < kinds.index(("finished", label))
     assert kinds.index(("finished", "prepare")) < kinds.index(("started", "left"))
@@ -121,13 +121,13 @@ def test_failure_skips_dependents_only_and_resume_reruns_failed_and_skipped(work
 
     os.environ["NBP_TEST_SECRET"] = "value-for-resume"
     try:
-        job = runner.Run(elyra.load(path), run_dir, jobs=2, resume=True)
+        job = runner.PipelineRun(elyra.load(path), run_dir, jobs=2, resume=True)
         events = list(job.events())
     finally:
         del os.environ["NBP_TEST_SECRET"]
-    ran = {e.node for e in events if e.kind == "started"}
+    ran = {e.subject for e in events if e.kind == "started"}
     assert ran == {"right", "join", "lone"}
-    assert {e.node for e in events if e.kind == "reused"} == {"prepare", "left"}
+    assert {e.subject for e in events if e.kind == "reused"} == {"prepare", "left"}
     assert job.record["status"] == "succeeded" and job.record["attempt"] == 2
     assert (run_dir / "nodes" / "left" / "left.ipynb").stat().st_mtime_ns == kept
     assert (run_dir / "nodes" / "join" / "joined.txt").read_text().startswith("HELLO 2")

@@ -96,7 +96,7 @@ def test_both_steps_run_as_pipeline_nodes(wps_server, processes_server, tmp_path
                     "outputs": ["ccp/stdout.txt"]},
         }}, sort_keys=False))
     built = spec.build(ws / "pipelines" / "steps.yaml")
-    job = runner.run(elyra.load(built), ws / "run", jobs=2)
+    job = runner.run_pipeline(elyra.load(built), ws / "run", jobs=2)
     assert job.record["status"] == "succeeded", job.summary()
     nodes = ws / "run" / "nodes"
     assert (nodes / "dataminer" / "dm" / "summary.csv").read_text().splitlines()[1] == "x,mean,3.0,2"

@@ -83,7 +83,7 @@ def test_exchange_reuses_existing_credential_caches_it_0600_and_works_on_s3(
     # and the keys really work against S3
     src = tmp_path / "hello.txt"
     src.write_text("hello from keystone keys")
-    staging.run(staging.put(str(src), f"s3://{bucket}/hello.txt", profile="cloud"), progress=False)
+    staging.consume(staging.put(str(src), f"s3://{bucket}/hello.txt", profile="cloud"), progress=False)
     assert (s3.cache_dir().parent.parent / "nbplugins").exists()
 
 
@@ -172,7 +172,7 @@ def test_cached_keys_s3_refuses_are_dropped_and_exchanged_again(
     assert canary not in caplog.text
     src = tmp_path / "hello.txt"
     src.write_text("hello again")
-    staging.run(staging.put(str(src), f"s3://{bucket}/hello.txt", profile="cloud"), progress=False)
+    staging.consume(staging.put(str(src), f"s3://{bucket}/hello.txt", profile="cloud"), progress=False)
     assert (Path(str(rclone.extra["root"])) / bucket / "hello.txt").read_text() == "hello again"
     assert _keystone_calls(ks) == calls  # staging's own resolve trusts the pair it just got
 

@@ -42,21 +42,21 @@ def tree_hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != staging.MANIFEST}
 
 
-def run(events):
-    return staging.run(events, progress=False)
+def consume(events):
+    return staging.consume(events, progress=False)
 
 
 def test_put_then_get_round_trip_is_verified_and_writes_the_manifest_last(s3_env, bucket, rclone, tmp_path):
     src = tmp_path / "src"
     expected = make_tree(src)
-    put = run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART, concurrency=4))
+    put = consume(staging.put(str(src), f"s3://{bucket}/set", part_size=PART, concurrency=4))
     assert put.files == len(expected) and put.manifest == f"s3://{bucket}/set/_MANIFEST.json"
     stored = Path(str(rclone.extra["root"])) / bucket / "set"
     manifest = json.loads((stored / staging.MANIFEST).read_text())
     assert manifest["format"] == staging.MANIFEST_FORMAT
     assert manifest["files"]["big.bin"]["size"] == 12 * MiB and manifest["files"]["big.bin"]["etag"].endswith("-3")
     assert set(manifest["files"]) == set(expected)
-    got = run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out"), part_size=PART))
+    got = consume(staging.get(f"s3://{bucket}/set", str(tmp_path / "out"), part_size=PART))
     assert got.files == len(expected) and tree_hashes(tmp_path / "out") == expected
     assert not [p for p in (tmp_path / "out").rglob("*") if staging.TMP_MARK in p.name]
 
@@ -64,14 +64,14 @@ def test_put_then_get_round_trip_is_verified_and_writes_the_manifest_last(s3_env
 def test_a_second_put_sends_nothing(proxy, bucket, tmp_path):
     src = tmp_path / "src"
     make_tree(src, big=6 * MiB, small=4)
-    run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    consume(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
     before = proxy.count("PUT")
-    again = run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    again = consume(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
     assert again.files == 0 and again.skipped == 6
     assert proxy.count("PUT") - before == 1  # only the manifest is rewritten
     before = proxy.count("GET")
-    run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
-    again = run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
+    consume(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
+    again = consume(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
     assert again.files == 0 and again.skipped == 6
 
 
@@ -82,7 +82,7 @@ def test_an_interrupted_put_resumes_without_resending_finished_files(proxy, buck
     finished = []
     for event in events:
         if event.kind == "file":
-            finished.append(event.path)
+            finished.append(event.subject)
             if len(finished) == 3:
                 break
     events.close()  # the user pressed Ctrl-C
@@ -92,7 +92,7 @@ def test_an_interrupted_put_resumes_without_resending_finished_files(proxy, buck
         if path.is_file():  # every object under its final key is whole
             assert hashlib.sha256(path.read_bytes()).hexdigest() == expected[str(path.relative_to(stored))]
     proxy.requests.clear()
-    result = run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    result = consume(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
     assert result.skipped >= 3 and result.files == len(expected) - result.skipped
     for rel in finished:
         assert proxy.count("PUT", f"/set/{rel}") == 0, rel
@@ -105,8 +105,8 @@ def test_resets_503s_and_cut_responses_still_give_identical_files(rclone, bucket
     with FaultProxy(rclone.port, Faults(reset=0.12, error_503=0.12, cut=0.12, seed=99)) as px:
         for key, value in s3_servers.aws_env(rclone, px.url).items():
             monkeypatch.setenv(key, value)
-        run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART, retry=fast_retry))
-        run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out"), part_size=PART, retry=fast_retry))
+        consume(staging.put(str(src), f"s3://{bucket}/set", part_size=PART, retry=fast_retry))
+        consume(staging.get(f"s3://{bucket}/set", str(tmp_path / "out"), part_size=PART, retry=fast_retry))
         kinds = px.faults_by_kind()
     assert kinds["reset"] and kinds["503"] and kinds["cut"]
     stored = Path(str(rclone.extra["root"])) / bucket / "set"
@@ -121,17 +121,17 @@ def test_multipart_etags_from_moto_are_checked_on_download(moto, tmp_path, monke
     s3.resolve().client().create_bucket(Bucket="moto-staging")
     data = os.urandom(11 * MiB)
     (tmp_path / "one.bin").write_bytes(data)
-    run(staging.put(str(tmp_path / "one.bin"), "s3://moto-staging/x/one.bin", part_size=PART))
+    consume(staging.put(str(tmp_path / "one.bin"), "s3://moto-staging/x/one.bin", part_size=PART))
     head = s3.resolve().client().head_object(Bucket="moto-staging", Key="x/one.bin")
     assert head["ETag"].strip('"').endswith("-3")
-    run(staging.get("s3://moto-staging/x/one.bin", str(tmp_path / "back.bin")))
+    consume(staging.get("s3://moto-staging/x/one.bin", str(tmp_path / "back.bin")))
     assert (tmp_path / "back.bin").read_bytes() == data
 
 
 def test_a_corrupted_object_is_retried_then_reported_and_nothing_is_left(s3_env, bucket, rclone, tmp_path):
     src = tmp_path / "src"
     make_tree(src, big=6 * MiB, small=2)
-    run(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
+    consume(staging.put(str(src), f"s3://{bucket}/set", part_size=PART))
     victim = Path(str(rclone.extra["root"])) / bucket / "set" / "big.bin"
     raw = bytearray(victim.read_bytes())
     raw[100] ^= 0xFF  # bit rot on the server: same size, other bytes
@@ -156,11 +156,11 @@ def cli(*args: str, preexec=None, env=None) -> subprocess.CompletedProcess:
 def test_a_local_file_where_a_directory_is_expected(s3_env, bucket, tmp_path):
     src = tmp_path / "src"
     make_tree(src, big=1 * MiB, small=2)
-    run(staging.put(str(src), f"s3://{bucket}/set"))
+    consume(staging.put(str(src), f"s3://{bucket}/set"))
     blocker = tmp_path / "out"
     blocker.write_text("I am a file")
     with pytest.raises(StorageError, match="is a file, expected a directory"):
-        run(staging.get(f"s3://{bucket}/set", str(blocker)))
+        consume(staging.get(f"s3://{bucket}/set", str(blocker)))
     assert blocker.read_text() == "I am a file"
 
 
@@ -175,7 +175,7 @@ def test_a_key_escaping_the_destination_is_refused_before_anything_is_written(mo
     client.put_object(Bucket="moto-escape", Key="set/../../evil.txt", Body=b"gotcha")
     out = tmp_path / "deep" / "out"
     with pytest.raises(StorageError, match="escapes the destination"):
-        run(staging.get("s3://moto-escape/set", str(out)))
+        consume(staging.get("s3://moto-escape/set", str(out)))
     assert not out.exists() and not (tmp_path / "evil.txt").exists()
 
 
@@ -202,7 +202,7 @@ def test_wrong_keys_missing_bucket_and_endpoint_down_are_one_line_errors(rclone,
 def test_disk_full_during_get_leaves_nothing_half_written(s3_env, bucket, tmp_path):
     data = os.urandom(8 * MiB)
     (tmp_path / "big.bin").write_bytes(data)
-    run(staging.put(str(tmp_path / "big.bin"), f"s3://{bucket}/big.bin"))
+    consume(staging.put(str(tmp_path / "big.bin"), f"s3://{bucket}/big.bin"))
     out = tmp_path / "out"
     out.mkdir()
 
@@ -224,7 +224,7 @@ def test_cli_shows_progress_and_keys_stay_out_of_logs(s3_env, bucket, tmp_path, 
     assert secret not in result.stdout + result.stderr
     caplog.set_level("DEBUG")
     secrets.install_log_redaction()
-    run(staging.get(f"s3://{bucket}/cli", str(tmp_path / "back")))
+    consume(staging.get(f"s3://{bucket}/cli", str(tmp_path / "back")))
     assert secret not in caplog.text
 
 
@@ -236,7 +236,7 @@ def test_a_plain_md5_etag_over_many_parts_is_hashed_in_order_and_checked(s3_env,
     stored.mkdir(parents=True)
     data = os.urandom(13 * MiB)  # written by another tool: no manifest, the listing's ETag is the plain MD5
     (stored / "big.bin").write_bytes(data)
-    got = run(staging.get(f"s3://{bucket}/plain", str(tmp_path / "out"), part_size=PART))
+    got = consume(staging.get(f"s3://{bucket}/plain", str(tmp_path / "out"), part_size=PART))
     assert got.files == 1 and (tmp_path / "out" / "big.bin").read_bytes() == data
     manifest = json.loads((tmp_path / "out" / staging.MANIFEST).read_text())
     assert manifest["files"]["big.bin"] == {"size": 13 * MiB, "etag": hashlib.md5(data).hexdigest(), "part_size": None}
@@ -260,7 +260,7 @@ def test_folders_listed_in_parallel_miss_nothing_even_those_missing_from_the_man
     monkeypatch.setattr(staging_s3, "MAX_LIST_SPLIT", split)  # 1: more folders than that, one flat listing
     src = tmp_path / "src"
     expected = make_tree(src, big=1 * MiB, small=6)
-    run(staging.put(str(src), f"s3://{bucket}/set"))
+    consume(staging.put(str(src), f"s3://{bucket}/set"))
     from nbplugins.storage import s3
 
     client = s3.resolve().client()  # objects added after the manifest was written
@@ -268,7 +268,7 @@ def test_folders_listed_in_parallel_miss_nothing_even_those_missing_from_the_man
     client.put_object(Bucket=bucket, Key="set/zz.txt", Body=b"top")
     expected.update({"later/deep/new.txt": hashlib.sha256(b"late").hexdigest(),
                      "zz.txt": hashlib.sha256(b"top").hexdigest()})
-    got = run(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
+    got = consume(staging.get(f"s3://{bucket}/set", str(tmp_path / "out")))
     assert got.files == len(expected) and tree_hashes(tmp_path / "out") == expected
 
 
@@ -278,7 +278,7 @@ def test_folders_listed_in_parallel_miss_nothing_even_those_missing_from_the_man
 def test_sync_delete_makes_the_destination_mirror_the_source_both_ways(s3_env, bucket, rclone, tmp_path):
     src = tmp_path / "src"
     make_tree(src, big=6 * MiB, small=4)
-    run(staging.put(str(src), f"s3://{bucket}/m/", part_size=PART))
+    consume(staging.put(str(src), f"s3://{bucket}/m/", part_size=PART))
     (src / "sub" / "f1.dat").unlink()
     (src / "new.txt").write_text("new")
     done = cli("data", "sync", "-q", "--delete", str(src), f"s3://{bucket}/m/", env=s3_env)
@@ -290,10 +290,10 @@ def test_sync_delete_makes_the_destination_mirror_the_source_both_ways(s3_env, b
     assert "sub/f1.dat" not in manifest and "new.txt" in manifest
     # and back: a local mirror loses what the bucket does not have, but not another run's temp files
     out = tmp_path / "out"
-    run(staging.get(f"s3://{bucket}/m/", str(out)))
+    consume(staging.get(f"s3://{bucket}/m/", str(out)))
     (out / "stray.bin").write_bytes(b"not in the bucket")
     (out / f".x.bin{staging.TMP_MARK}1234abcd").write_bytes(b"another run's part")
-    summary = run(staging.sync(f"s3://{bucket}/m/", str(out), delete=True))
+    summary = consume(staging.sync(f"s3://{bucket}/m/", str(out), delete=True))
     assert summary.deleted == 1 and not (out / "stray.bin").exists()
     assert (out / f".x.bin{staging.TMP_MARK}1234abcd").exists()
     assert tree_hashes(out) == {**tree_hashes(src), f".x.bin{staging.TMP_MARK}1234abcd": hashlib.sha256(
@@ -304,9 +304,9 @@ def test_sync_delete_deletes_nothing_when_the_transfer_fails_or_the_source_is_on
                                                                                       tmp_path):
     src = tmp_path / "src"
     make_tree(src, big=1 * MiB, small=2)
-    run(staging.put(str(src), f"s3://{bucket}/f/"))
+    consume(staging.put(str(src), f"s3://{bucket}/f/"))
     out = tmp_path / "out"
-    run(staging.get(f"s3://{bucket}/f/", str(out)))
+    consume(staging.get(f"s3://{bucket}/f/", str(out)))
     (out / "keep-me.txt").write_text("local only")
     served = Path(str(rclone.extra["root"])) / bucket / "f" / "big.bin"
     rotten = bytearray(served.read_bytes())
@@ -314,10 +314,10 @@ def test_sync_delete_deletes_nothing_when_the_transfer_fails_or_the_source_is_on
     served.write_bytes(bytes(rotten))
     (out / "big.bin").unlink()
     with pytest.raises(StorageError, match="big.bin"):
-        run(staging.sync(f"s3://{bucket}/f/", str(out), delete=True))
+        consume(staging.sync(f"s3://{bucket}/f/", str(out), delete=True))
     assert (out / "keep-me.txt").exists()
     with pytest.raises(StorageError, match="--delete mirrors a directory"):
-        run(staging.sync(str(src / "empty.txt"), str(out / "empty.txt"), delete=True))
+        consume(staging.sync(str(src / "empty.txt"), str(out / "empty.txt"), delete=True))
     assert (out / "keep-me.txt").exists()
 
 
@@ -327,7 +327,7 @@ def test_sync_delete_deletes_nothing_when_the_transfer_fails_or_the_source_is_on
 def _interrupt_after_parts(events, rel: str, parts: int) -> None:
     seen = 0
     for event in events:
-        if event.kind == "bytes" and event.path == rel:
+        if event.kind == "bytes" and event.subject == rel:
             seen += 1
             if seen == parts:
                 break
@@ -347,7 +347,7 @@ def test_an_interrupted_multipart_upload_resumes_sending_only_the_missing_parts(
     served = Path(str(rclone.extra["root"])) / bucket / "r" / "big.bin"
     assert not served.exists()  # nothing under the final key until the upload completes
     proxy.requests.clear()
-    run(staging.put(str(src), f"s3://{bucket}/r/big.bin", part_size=PART))
+    consume(staging.put(str(src), f"s3://{bucket}/r/big.bin", part_size=PART))
     assert proxy.count("PUT", "partNumber=") == 3 and proxy.count("POST", "uploads") == 0
     assert served.read_bytes() == data and not state.exists()
 
@@ -363,7 +363,7 @@ def test_a_source_changed_since_the_interruption_is_uploaded_again_whole(proxy, 
     src.write_bytes(changed)
     os.utime(src, ns=(1, 10**18))
     proxy.requests.clear()
-    run(staging.put(str(src), f"s3://{bucket}/c/big.bin", part_size=PART))
+    consume(staging.put(str(src), f"s3://{bucket}/c/big.bin", part_size=PART))
     assert proxy.count("PUT", "partNumber=") == 4 and proxy.count("DELETE", "uploadId=") == 1
     assert (Path(str(rclone.extra["root"])) / bucket / "c" / "big.bin").read_bytes() == changed
     assert not list((tmp_path / "cache" / "nbplugins" / "uploads").glob("*.json"))

@@ -43,7 +43,7 @@ def test_a_key_that_names_no_local_file_is_refused_before_any_file_lands(moto_bu
         client.put_object(Bucket=bucket, Key=f"set/{key}", Body=b"data " + key.encode())
     out = tmp_path / "out"
     with pytest.raises(StorageError, match="nothing was transferred") as info:
-        staging.run(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
+        staging.consume(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
     assert repr(bad) in str(info.value)
     assert not out.exists()
     result = cli("data", "get", "-q", f"s3://{bucket}/set", str(out), env=env)
@@ -58,11 +58,11 @@ def test_a_250_byte_file_name_downloads(moto_bucket, tmp_path):
     body = os.urandom(70_000)
     client.put_object(Bucket=bucket, Key=f"long/{name}", Body=body)
     client.put_object(Bucket=bucket, Key="long/" + "é" * 121 + ".txt", Body=b"accents")  # 246 bytes, 121 chars
-    got = staging.run(staging.get(f"s3://{bucket}/long", str(tmp_path / "out")), progress=False)
+    got = staging.consume(staging.get(f"s3://{bucket}/long", str(tmp_path / "out")), progress=False)
     assert got.files == 2
     assert (tmp_path / "out" / name).read_bytes() == body
     assert (tmp_path / "out" / ("é" * 121 + ".txt")).read_bytes() == b"accents"
-    single = staging.run(staging.get(f"s3://{bucket}/long/{name}", str(tmp_path / name)), progress=False)
+    single = staging.consume(staging.get(f"s3://{bucket}/long/{name}", str(tmp_path / name)), progress=False)
     assert single.files == 1 and (tmp_path / name).read_bytes() == body
     leftovers = [p for p in tmp_path.rglob("*") if staging.TMP_MARK in p.name]
     assert leftovers == []
@@ -88,12 +88,12 @@ def test_data_get_counts_replaced_local_files_and_no_clobber_keeps_them(moto_buc
     assert replaced.returncode == 0, replaced.stderr
     assert "1 local file replaced" in replaced.stdout and "2 already there" in replaced.stdout, replaced.stdout
     assert (out / "a.txt").read_bytes() == b"remote a"
-    summary = staging.run(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
+    summary = staging.consume(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
     assert summary.replaced == 0 and summary.skipped == 3
     (out / "c.txt").write_bytes(b"changed again")
-    summary = staging.run(staging.get(f"s3://{bucket}/set", str(out), clobber=False), progress=False)
+    summary = staging.consume(staging.get(f"s3://{bucket}/set", str(out), clobber=False), progress=False)
     assert summary.kept == 1 and summary.replaced == 0 and (out / "c.txt").read_bytes() == b"changed again"
-    summary = staging.run(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
+    summary = staging.consume(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
     assert summary.replaced == 1 and (out / "c.txt").read_bytes() == b"only remote"
 
 
@@ -105,5 +105,5 @@ def test_a_plan_that_only_refuses_leaves_an_existing_destination_as_it_was(moto_
     out.mkdir()
     (out / "a.txt").write_bytes(b"old")
     with pytest.raises(StorageError, match="'q/.'"):
-        staging.run(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
+        staging.consume(staging.get(f"s3://{bucket}/set", str(out)), progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"] and (out / "a.txt").read_bytes() == b"old"

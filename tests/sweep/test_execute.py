@@ -76,10 +76,24 @@ def test_a_kernel_dying_mid_run_fails_that_run_and_the_pool_recovers(tmp_path):
                           "import os\nif die:\n    os._exit(1)\nfrom nbplugins import scraps\nscraps.glue('ok', True)")
     runs = sweep.plan(str(tpl), [{"die": False}, {"die": True}, {"die": False}, {"die": False}],
                       str(tmp_path / "o" / "{index}.ipynb"))
-    events = list(sweep.run(tpl, runs, jobs=2, report_dir=tmp_path / "r"))
+    events = list(sweep.execute_runs(tpl, runs, jobs=2, report_dir=tmp_path / "r"))
     assert [r.status for r in runs] == ["ok", "failed", "ok", "ok"]
     assert "kernel died" in runs[1].error
     assert [e.kind for e in events].count("started") == 4
+
+
+def test_sweep_events_name_each_run_and_carry_it(tmp_path, template):
+    runs = sweep.plan(str(template), [{"n": 1}, {"n": 2, "fail": True}], str(tmp_path / "o" / "{index}.ipynb"))
+    events = list(sweep.execute_runs(template, runs, jobs=1, report_dir=tmp_path / "r"))
+    ended = {e.subject: e for e in events if e.kind in ("finished", "failed")}
+    assert ended["run 0"].kind == "finished" and ended["run 0"].payload is runs[0]
+    assert ended["run 0"].line().startswith("run 0: done in ")
+    assert ended["run 1"].kind == "failed" and ended["run 1"].payload is runs[1]
+    assert ended["run 1"].line().startswith("run 1: FAILED: ") and "fails on purpose" in ended["run 1"].message
+    again = sweep.plan(str(template), [{"n": 1}, {"n": 2, "fail": True}], str(tmp_path / "o" / "{index}.ipynb"))
+    kinds = [(e.kind, e.subject) for e in sweep.execute_runs(template, again, jobs=1, report_dir=tmp_path / "r")]
+    assert kinds == [("reused", "run 0"), ("started", "run 1"), ("failed", "run 1")]
+    assert again[0].status == "skipped"  # as sweep.json records it
 
 
 @pytest.mark.parametrize("content,message", [
@@ -135,7 +149,7 @@ def test_template_without_parameters_cell_warns_and_runs(tmp_path, caplog):
     tpl = notebooks.write(tmp_path / "plain.ipynb", None, "from nbplugins import scraps\nscraps.glue('n2', n * 2)")
     runs = sweep.plan(str(tpl), [{"n": 2}], str(tmp_path / "o" / "{n}.ipynb"))
     assert "has no cell tagged 'parameters'" in caplog.text
-    list(sweep.run(tpl, runs, report_dir=tmp_path / "r"))
+    list(sweep.execute_runs(tpl, runs, report_dir=tmp_path / "r"))
     assert runs[0].values == {"n2": 4}
 
 

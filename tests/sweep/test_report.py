@@ -91,8 +91,8 @@ def test_a_real_sweep_reports_values_against_parameters_with_relative_links_and_
 
 def fake_runs(tmp_path: Path, grid: list[dict], value=lambda p: float(sum(v for v in p.values()
                                                                           if isinstance(v, int | float)))):
-    return [sweep.Run(index=i, parameters=p, output=str(tmp_path / "out" / f"{i}.ipynb"), status="ok",
-                      duration=1.0 + i, values={"loss": value(p), "best": True, "name": "x"})
+    return [sweep.PlannedRun(index=i, parameters=p, output=str(tmp_path / "out" / f"{i}.ipynb"), status="ok",
+                             duration=1.0 + i, values={"loss": value(p), "best": True, "name": "x"})
             for i, p in enumerate(grid)]
 
 

@@ -11,13 +11,14 @@ published, which costs a twentieth of MD5's CPU) and published atomically
 renamed). A directory transfer writes ``_MANIFEST.json`` (sizes and checksums) last, so a
 reader can tell a complete set from a partial one.
 
-The work is a generator of :class:`Event`; :func:`run` consumes it with tqdm bars, and
-templates, reports and services can consume the same iterator.
+The work is a generator of :class:`nbplugins.events.Event`; :func:`consume` runs it to its end
+with tqdm bars and returns a :class:`Summary`, and templates, reports and services can consume
+the same iterator.
 
 Where things are: :mod:`.transfer` (the steps of one transfer), :mod:`.scheduler` (the thread
 pool), :mod:`.endpoint` (the contract of a side) with :mod:`.local`, :mod:`.s3` and
 :mod:`.fsspec_fs` (one class per backend), :mod:`.plan` and :mod:`.job` (what to move and
-how to check it), :mod:`.checksums`, :mod:`.manifest`, :mod:`.events`.
+how to check it), :mod:`.checksums`, :mod:`.manifest`, :mod:`.events` (the summary and :func:`consume`).
 """
 
 from __future__ import annotations
@@ -28,21 +29,22 @@ from typing import Any
 
 from nbplugins import storage
 from nbplugins.errors import StorageError
+from nbplugins.events import Event
 from nbplugins.retry import Retry
 from nbplugins.storage.staging.checksums import ChecksumMismatch
 from nbplugins.storage.staging.endpoint import TMP_MARK
-from nbplugins.storage.staging.events import Event, Summary, run
+from nbplugins.storage.staging.events import Summary, consume
 from nbplugins.storage.staging.manifest import MANIFEST, MANIFEST_FORMAT
 from nbplugins.storage.staging.transfer import Transfer
 
-__all__ = ["MANIFEST", "MANIFEST_FORMAT", "TMP_MARK", "ChecksumMismatch", "Event", "Summary", "get", "put", "run",
-           "sync", "transfer"]
+__all__ = ["MANIFEST", "MANIFEST_FORMAT", "TMP_MARK", "ChecksumMismatch", "Summary", "consume", "get", "put", "sync",
+           "transfer"]
 
 
 def transfer(src: str, dest: str, *, profile: str | None = None, src_profile: str | None = None,
              dest_profile: str | None = None, concurrency: int | None = None, part_size: int | None = None,
              retry: Retry | None = None, cancel: threading.Event | None = None,
-             manifest: bool = True, delete: bool = False, clobber: bool = True) -> Iterator[Event]:
+             manifest: bool = True, delete: bool = False, clobber: bool = True) -> Iterator[Event[int]]:
     """Copy a file or a directory tree from ``src`` to ``dest`` (any two storage URLs).
 
     ``delete``: afterwards, remove the files under ``dest`` that ``src`` does not have, so
@@ -54,10 +56,10 @@ def transfer(src: str, dest: str, *, profile: str | None = None, src_profile: st
     dest_loc = storage.locate(dest, dest_profile or profile)
     job = Transfer(src_loc, dest_loc, concurrency=concurrency, part_size=part_size, retry=retry,
                    cancel=cancel, write_manifest=manifest, delete=delete, clobber=clobber)
-    return job.run()
+    return job.events()
 
 
-def get(src: str, dest: str, **options: Any) -> Iterator[Event]:
+def get(src: str, dest: str, **options: Any) -> Iterator[Event[int]]:
     """Download ``src`` (s3://, onedata://) to the local path ``dest``, skipping what is there.
 
     Local files that differ are replaced and counted; ``clobber=False`` keeps them instead.
@@ -67,13 +69,13 @@ def get(src: str, dest: str, **options: Any) -> Iterator[Event]:
     return transfer(src, dest, **options)
 
 
-def put(src: str, dest: str, **options: Any) -> Iterator[Event]:
+def put(src: str, dest: str, **options: Any) -> Iterator[Event[int]]:
     """Upload the local file or directory ``src`` to ``dest`` (s3://, onedata://)."""
     if storage.split_url(src)[0] != "file":
         raise StorageError(f"{src}: put uploads a local path; use sync between two remote URLs")
     return transfer(src, dest, **options)
 
 
-def sync(src: str, dest: str, **options: Any) -> Iterator[Event]:
+def sync(src: str, dest: str, **options: Any) -> Iterator[Event[int]]:
     """Make ``dest`` hold every file of ``src`` (any two URLs), sending only what differs."""
     return transfer(src, dest, **options)

@@ -1,5 +1,6 @@
-"""What a transfer says as it goes (:class:`Event`), what it did (:class:`Summary`), and :func:`run`,
-which consumes the events with tqdm bars; templates, reports and services can consume the same iterator."""
+"""What a transfer did (:class:`Summary`), and :func:`consume`, which drives a transfer's
+:class:`~nbplugins.events.Event` iterator to its end with tqdm bars; templates, reports and
+services can consume the same iterator their own way."""
 
 from __future__ import annotations
 
@@ -9,26 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from nbplugins.events import REPLACED, Event, Kind
+
 log = logging.getLogger("nbplugins.storage.staging")
-
-
-@dataclass
-class Event:
-    """One step of a transfer.
-
-    ``kind``: ``plan`` (totals known), ``skip`` (already at the destination), ``bytes``
-    (``size`` bytes moved), ``file`` (one file published and verified), ``retry`` (a
-    checksum mismatch re-sent a file), ``delete`` (a file the source does not have, removed
-    by a mirroring sync), ``keep`` (a different file at the destination, left alone because
-    the transfer does not clobber), ``manifest`` (manifest written), ``done`` (totals). A
-    ``file`` event's ``message`` is ``replaced`` when it overwrote a different file.
-    """
-
-    kind: str
-    path: str = ""
-    size: int = 0
-    files: int = 0
-    message: str = ""
 
 
 @dataclass
@@ -37,7 +21,7 @@ class Summary:
 
     files: int = 0
     bytes: int = 0
-    skipped: int = 0
+    skipped: int = 0  # files already at the destination (``reused`` events)
     skipped_bytes: int = 0
     replaced: int = 0  # files that were at the destination, differed, and were overwritten
     kept: int = 0  # files that were at the destination, differed, and were left alone (no clobber)
@@ -50,26 +34,26 @@ class Summary:
         """Bytes per second moved."""
         return self.bytes / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event[Any]) -> None:
         """Count one event."""
-        if event.kind == "bytes":
+        if event.kind == Kind.BYTES:
             self.bytes += event.size
-        elif event.kind == "file":
+        elif event.kind == Kind.FILE:
             self.files += 1
-            self.replaced += event.message == "replaced"
-        elif event.kind == "skip":
+            self.replaced += event.message == REPLACED
+        elif event.kind == Kind.REUSED:
             self.skipped += 1
             self.skipped_bytes += event.size
-        elif event.kind == "keep":
+        elif event.kind == Kind.KEEP:
             self.kept += 1
-        elif event.kind == "delete":
+        elif event.kind == Kind.DELETE:
             self.deleted += 1
-        elif event.kind == "manifest":
+        elif event.kind == Kind.MANIFEST:
             self.manifest = event.message
 
 
-def run(events: Iterator[Event], *, progress: bool = True, out: Any = None) -> Summary:
-    """Consume a transfer's events with tqdm bars (bytes and files); return the summary."""
+def consume(events: Iterator[Event[int]], *, progress: bool = True, out: Any = None) -> Summary:
+    """Run a transfer to its end, showing tqdm bars (bytes and files) unless ``progress`` is off; what it did."""
     from tqdm import tqdm
 
     summary = Summary()
@@ -79,17 +63,17 @@ def run(events: Iterator[Event], *, progress: bool = True, out: Any = None) -> S
     try:
         for event in events:
             summary.add(event)
-            if event.kind == "plan" and progress:
+            if event.kind == Kind.PLAN and progress:
                 bar = tqdm(total=event.size, unit="B", unit_scale=True, unit_divisor=1024, desc="bytes",
                            file=out, dynamic_ncols=True, leave=True)
-                files_bar = tqdm(total=event.files, unit="file", desc="files", file=out, leave=True)
-            elif event.kind == "bytes" and bar is not None:
+                files_bar = tqdm(total=event.payload, unit="file", desc="files", file=out, leave=True)
+            elif event.kind == Kind.BYTES and bar is not None:
                 if event.size < 0:
                     bar.total += -event.size
                 bar.update(event.size)
-            elif event.kind == "file" and files_bar is not None:
+            elif event.kind == Kind.FILE and files_bar is not None:
                 files_bar.update(1)
-            elif event.kind == "retry":
+            elif event.kind == Kind.RETRY:
                 log.warning("%s", event.message)
     finally:
         for b in (bar, files_bar):

@@ -11,12 +11,12 @@ from functools import partial
 from typing import TypeVar
 
 from nbplugins.errors import StorageError
+from nbplugins.events import REPLACED, Event, Kind
 from nbplugins.retry import Retry
 from nbplugins.storage import Location
 from nbplugins.storage.staging import plan as planning
 from nbplugins.storage.staging.checksums import CHUNK, PartHash
 from nbplugins.storage.staging.endpoint import Endpoint, guarded, retryable
-from nbplugins.storage.staging.events import Event
 from nbplugins.storage.staging.fsspec_fs import FsspecEndpoint
 from nbplugins.storage.staging.job import Job, job_for
 from nbplugins.storage.staging.local import LocalEndpoint
@@ -116,7 +116,7 @@ class Transfer:
             return hashes.digest()
 
         digest = self._call(attempt, job.what(index))
-        self.emit(Event("bytes", job.entry.rel, job.part_range(index)[1]))
+        self.emit(Event(Kind.BYTES, job.entry.rel, size=job.part_range(index)[1]))
         last = job.mark(index, digest)
         if job.ordered:
             job.advance()
@@ -141,8 +141,8 @@ class Transfer:
         job.entry.attempts += 1
         if job.entry.attempts >= 3:
             raise StorageError(f"{message}; gave up after 3 attempts")
-        self.emit(Event("retry", job.entry.rel, 0, 0, message))
-        self.emit(Event("bytes", job.entry.rel, -job.entry.size))
+        self.emit(Event(Kind.RETRY, job.entry.rel, message=message))
+        self.emit(Event(Kind.BYTES, job.entry.rel, size=-job.entry.size))
         return self.start(job.entry)
 
     def sequential(self, entry: Entry) -> list[Task]:
@@ -154,25 +154,25 @@ class Transfer:
             self.dest.abort(job)
             raise
         entry.result_part_size = job.part_size if job.parts > 1 else None
-        self.emit(Event("bytes", entry.rel, entry.size))
+        self.emit(Event(Kind.BYTES, entry.rel, size=entry.size))
         self._done(entry)
         return []
 
     def _done(self, entry: Entry) -> None:
         self.finished.append(entry)
-        self.emit(Event("file", entry.rel, entry.size, 1, "replaced" if entry.replaces else ""))
+        self.emit(Event(Kind.FILE, entry.rel, size=entry.size, message=REPLACED if entry.replaces else ""))
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         return guarded(self.retry, fn, what, disk=True)
 
-    def emit(self, event: Event) -> None:
-        """Hand an event to the consumer of :meth:`run` (from any thread)."""
+    def emit(self, event: Event[int]) -> None:
+        """Hand an event to the consumer of :meth:`events` (from any thread)."""
         self.scheduler.emit(event)
 
     # -- driver
 
-    def run(self) -> Iterator[Event]:
-        """Plan, skip, move, delete (mirroring), write the manifest: every step as events."""
+    def events(self) -> Iterator[Event[int]]:
+        """Plan, skip, move, delete (mirroring), write the manifest: every step as events (run as they are read)."""
         started = time.monotonic()
         try:
             entries, is_dir = self.plan()
@@ -180,27 +180,28 @@ class Transfer:
                 raise StorageError(f"{self.src.url}: --delete mirrors a directory; the source is a single file")
             todo, skipped, kept, have = self.sort(entries, is_dir)
             total = sum(e.size for e in todo)
-            yield Event("plan", "", total, len(todo), f"{len(skipped)} already at the destination"
+            yield Event(Kind.PLAN, size=total, payload=len(todo), message=f"{len(skipped)} already at the destination"
                         + (f", {len(kept)} different ones kept" if kept else ""))
             for entry in skipped:
-                yield Event("skip", entry.rel, entry.size, 1)
+                yield Event(Kind.REUSED, entry.rel, size=entry.size, message="already at the destination")
             for entry in kept:
-                yield Event("keep", entry.rel, entry.size, 1, "differs from the source; kept (no clobber)")
+                yield Event(Kind.KEEP, entry.rel, size=entry.size, message="differs from the source; no clobber")
             self.finished = list(skipped)
-            with closing(self.scheduler.run((e.rel, partial(self.start, e)) for e in todo)) as events:
-                for event in events:
-                    if event.kind == "bytes" and event.size < 0:
+            with closing(self.scheduler.run((e.rel, partial(self.start, e)) for e in todo)) as moving:
+                for event in moving:
+                    if event.kind == Kind.BYTES and event.size < 0:
                         total += -event.size
                     yield event
             if self.delete:
                 for path in self.dest.extras(entries, have):
                     self._call(partial(self.dest.remove, path), f"delete {self.dest.url_of(path)}")
-                    yield Event("delete", path)
+                    yield Event(Kind.DELETE, path)
             if is_dir and self.write_manifest:
                 path = self.dest.join(MANIFEST)
                 self.dest.write_manifest(path, render(self.finished))
-                yield Event("manifest", MANIFEST, 0, 0, self.dest.url_of(path))
-            yield Event("done", "", total, len(todo), f"{len(skipped)} skipped in {time.monotonic() - started:.1f} s")
+                yield Event(Kind.MANIFEST, MANIFEST, message=self.dest.url_of(path))
+            yield Event(Kind.DONE, size=total, payload=len(todo),
+                        message=f"{len(skipped)} already there, in {time.monotonic() - started:.1f} s")
         finally:
             self.cancel.set()
             for job in list(self.jobs):
