@@ -367,3 +367,15 @@ def test_a_source_changed_since_the_interruption_is_uploaded_again_whole(proxy, 
     assert proxy.count("PUT", "partNumber=") == 4 and proxy.count("DELETE", "uploadId=") == 1
     assert (Path(str(rclone.extra["root"])) / bucket / "c" / "big.bin").read_bytes() == changed
     assert not list((tmp_path / "cache" / "nbplugins" / "uploads").glob("*.json"))
+
+
+def test_a_local_to_local_sync_skips_identical_files_and_replaces_changed_ones(tmp_path):
+    src, dest = tmp_path / "a", tmp_path / "b"
+    src.mkdir()
+    (src / "same.txt").write_text("same")
+    (src / "changed.txt").write_text("one")
+    staging.consume(staging.sync(str(src), str(dest)), progress=False)
+    (src / "changed.txt").write_text("two")
+    again = staging.consume(staging.sync(str(src), str(dest)), progress=False)
+    assert (again.files, again.skipped, again.replaced) == (1, 1, 1)
+    assert (dest / "changed.txt").read_text() == "two"

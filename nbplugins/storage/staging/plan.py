@@ -130,11 +130,13 @@ def unchanged(entry: Entry, have: Have | None, dest_manifest: dict[str, Any], *,
     if dest_file is not None:
         if entry.xxh3:
             ok = file_xxh3(dest_file) == entry.xxh3
-        elif not entry.etag:
-            return False
-        else:
+        elif entry.etag:
             plain, multi = file_etags(dest_file, entry.part_size or part_size)
             ok = entry.etag in (plain, multi)
+        elif src_file is not None:  # local to local: no checksum recorded on either side, hash both
+            ok = file_xxh3(dest_file) == file_xxh3(src_file)
+        else:
+            return False
     elif src_file is not None and dest_etag:
         part = dest_part or guess_part_size(entry.size, dest_etag) or part_size
         plain, multi = file_etags(src_file, part)
