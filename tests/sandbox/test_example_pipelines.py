@@ -15,7 +15,7 @@ from tests.servers import harness
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = "oidc,s3,onedata,wps,processes,oscar"
-EXAMPLES = ("flagship", "stage_analyse_publish", "dataminer_climate", "oscar_ccp")
+EXAMPLES = ("flagship", "stage_analyse_publish", "dataminer_climate", "oscar_ccp", "mission")
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -53,6 +53,8 @@ def test_every_example_pipeline_is_built_from_its_spec_and_passes_elyra_validate
     ("dataminer_climate", {"dataminer/summary.csv", "dataminer/results.json", "climatology/anomaly_map.png",
                            "climatology/anomaly_table.csv"}),
     ("oscar_ccp", {"oscar/measurements/measurements.out", "ccp/results.json", "ccp/stdout.txt"}),
+    ("mission", {"dataminer/summary.csv", "ccp/output/part-3.txt", "oscar/measurements/measurements.out",
+                 "climatology/anomaly_map.png"}),
 ])
 def test_the_service_pipelines_run_against_the_sandbox(profile, tmp_path, name, published):
     run = nbp("pipeline", "run", str(ROOT / "pipelines" / f"{name}.pipeline"), "-j", "2", "--run-dir",
