@@ -310,7 +310,11 @@ def export(path: str | os.PathLike[str], target: str, output: str | os.PathLike[
         except subprocess.TimeoutExpired:
             raise ExecutionError(f"elyra-pipeline export did not finish within {timeout:.0f} s") from None
         if proc.returncode != 0 or not result.exists():
-            raise ExecutionError(f"elyra-pipeline export failed for {pipeline.where}: {_elyra_error(proc)}")
+            hint = ""
+            if "cloud storage" in (proc.stdout or "") + (proc.stderr or ""):
+                hint = (f" (Elyra uploads the node archives to bucket {bucket!r} at {storage['endpoint']} and creates it "
+                        "when missing: check that it exists or can be created there, or name another with --bucket)")
+            raise ExecutionError(f"elyra-pipeline export failed for {pipeline.where}: {_elyra_error(proc)}{hint}")
         text = result.read_text().replace(f"{workspace}/", "")  # the staging folder means nothing elsewhere
         leaked, count = secrets.redact_count(text)
         if count:
