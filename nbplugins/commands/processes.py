@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from nbplugins.commands.dataminer import echo_description, echo_processes, echo_results, run_options
+from nbplugins.commands.process_verbs import add_verbs
 
 
 @click.group(name="processes")
@@ -40,38 +40,8 @@ def _echo_job(job: Any, as_json: bool) -> None:
     click.echo(f"{job.id}\t{job.state.value}{progress}{message}")
 
 
-@group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def list_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List the processes the service offers."""
-    echo_processes(_client(ctx).processes(), as_json)
-
-
-@group.command("describe")
-@click.argument("process")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def describe_cmd(ctx: click.Context, process: str, as_json: bool) -> None:
-    """Show a process's inputs and outputs."""
-    echo_description(_client(ctx).describe(process), as_json)
-
-
-@group.command("run")
-@run_options
-@click.pass_context
-def run_cmd(ctx: click.Context, process: str, inputs: tuple[str, ...], dest: str, timeout: float | None,
-            unpack: bool, profile: str | None, as_json: bool, quiet: bool) -> None:
-    """Run PROCESS with the inputs, wait for it (Ctrl-C dismisses it), and download every result to DEST."""
-    from nbplugins import lifecycle
-    from nbplugins.services.inputs import parse_assignments
-
-    values = parse_assignments(inputs)
-    client = _client(ctx)
-    with lifecycle.stoppable():
-        results = client.run(process, values, dest, timeout=timeout, unpack=unpack, progress=not quiet,
-                             profile=profile)
-    echo_results(results, as_json)
+add_verbs(group, _client, describe_help="Show a process's inputs and outputs.",
+          run_help="Run PROCESS with the inputs, wait for it (Ctrl-C dismisses it), and download every result to DEST.")
 
 
 @group.command("status")

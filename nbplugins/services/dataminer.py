@@ -37,7 +37,7 @@ from nbplugins.services.inputs import (
     prepare,
 )
 from nbplugins.services.jobs import Job, State
-from nbplugins.services.results import Downloader, Output, Result, download
+from nbplugins.services.results import Downloader, Output, Result, SubmitWaitDownload
 
 SERVICE = "DataMiner"
 WPS = "http://www.opengis.net/wps/1.0.0"
@@ -153,7 +153,7 @@ def parse_feature_collection(root: Any) -> list[Output] | None:
     return found
 
 
-class DataMiner:
+class DataMiner(SubmitWaitDownload):
     """A DataMiner (WPS 1.0.0) endpoint reached with the VRE token."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *, trusted_hosts: tuple[str, ...] = (),
@@ -290,15 +290,6 @@ class DataMiner:
             elif data is not None:
                 found.extend(_embedded(name, title, data))
         return found
-
-    def run(self, process: str, inputs: Mapping[str, Any], dest: str, *, timeout: float | None = None,
-            unpack: bool = False, progress: bool = True, cancel: threading.Event | None = None,
-            profile: str | None = None) -> list[Result]:
-        """Submit, wait, and download every result to ``dest``; the results as a typed list."""
-        job = self.submit(process, inputs, profile=profile)
-        job = self.wait(job, timeout=timeout, progress=progress, cancel=cancel)
-        return download(self.outputs(job), dest, downloader=self.downloader(), unpack=unpack, progress=progress,
-                        profile=profile)
 
     def downloader(self) -> Downloader:
         """A downloader that sends the token only to the service's host and the trusted ones."""

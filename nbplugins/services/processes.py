@@ -34,7 +34,7 @@ from nbplugins.services.inputs import (
     prepare,
 )
 from nbplugins.services.jobs import Job, State
-from nbplugins.services.results import Downloader, Output, Result, download
+from nbplugins.services.results import Downloader, Output, Result, SubmitWaitDownload
 from nbplugins.tokens import StaticToken, TokenProvider
 
 AUTH_MODES = ("none", "bearer", "uma")
@@ -59,7 +59,7 @@ def _when(text: Any) -> datetime | None:
         return None
 
 
-class Processes:
+class Processes(SubmitWaitDownload):
     """One OGC API - Processes service: its URL, how it authenticates, and which hosts it trusts."""
 
     def __init__(self, url: str, *, auth: str = "none", token: str | None = None, context: str | None = None,
@@ -182,15 +182,6 @@ class Processes:
         if media and media != JSON and not media.endswith("+json"):
             return [Output(name="result", value=response.content, media_type=media)]
         return parse_results(self._json(response, f"the results of job {job.id}"), base=self.url)
-
-    def run(self, process: str, inputs: Mapping[str, Any], dest: str, *, timeout: float | None = None,
-            unpack: bool = False, progress: bool = True, cancel: threading.Event | None = None,
-            profile: str | None = None) -> list[Result]:
-        """Submit, wait, and download every result to ``dest``; the results as a typed list."""
-        job = self.submit(process, inputs, profile=profile)
-        job = self.wait(job, timeout=timeout, progress=progress, cancel=cancel)
-        return download(self.outputs(job), dest, downloader=self.downloader(), unpack=unpack, progress=progress,
-                        profile=profile)
 
     def downloader(self) -> Downloader:
         """A downloader that sends the Bearer token only to the service's host and the trusted ones."""

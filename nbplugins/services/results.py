@@ -208,3 +208,19 @@ def download(outputs: Sequence[Output], dest: str, *, downloader: Downloader | N
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+class SubmitWaitDownload:
+    """What the DataMiner and OGC API - Processes clients share: ``run`` is submit, wait, download.
+
+    A subclass gives ``submit``, ``wait``, ``outputs`` and ``downloader``.
+    """
+
+    def run(self, process: str, inputs: Mapping[str, Any], dest: str, *, timeout: float | None = None,
+            unpack: bool = False, progress: bool = True, cancel: threading.Event | None = None,
+            profile: str | None = None) -> list[Result]:
+        """Submit, wait, and download every result to ``dest``; the results as a typed list."""
+        job = self.submit(process, inputs, profile=profile)  # type: ignore[attr-defined]
+        job = self.wait(job, timeout=timeout, progress=progress, cancel=cancel)  # type: ignore[attr-defined]
+        return download(self.outputs(job), dest, downloader=self.downloader(),  # type: ignore[attr-defined]
+                        unpack=unpack, progress=progress, profile=profile)
