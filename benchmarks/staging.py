@@ -6,7 +6,8 @@ tool in turn, each in its own process so peak RSS is measured per tool (``os.wai
 Prints MB/s per tool and direction, our ratio to each, peak RSS, the CPU seconds the tool
 and the server each spent, and the ceiling the server's own CPU sets (on a 2-core machine
 rclone's MD5 work on every byte it receives, and on every object it first lists, bounds what
-any client can reach).
+any client can reach). Rounds alternate the order of the tools (ABBA), and every Python tool
+starts from cached bytecode (see :func:`worker_env`).
 
     .venv/bin/python benchmarks/staging.py [--size-mib 1024] [--rounds 3]
 """
@@ -50,7 +51,7 @@ def worker(tool: str, direction: str, local: str, remote: str) -> None:
 
         events = (staging.put(local, f"s3://{remote}") if direction == "put"
                   else staging.get(f"s3://{remote}", local))
-        staging.run(events, progress=False)
+        staging.consume(events, progress=False)
     elif tool == "boto3":
         from boto3.s3.transfer import TransferConfig
 
@@ -105,7 +106,7 @@ def timed(tool: str, direction: str, local: str, remote: str, env: dict[str, str
         argv = [sys.executable, __file__, "--worker", tool, direction, local, remote]
     server_before = server_cpu(server_pid)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -142,6 +143,24 @@ def digest_tree(root: Path) -> dict[str, str]:
     return out
 
 
+def worker_env(aws: dict[str, str], work: Path) -> dict[str, str]:
+    """The environment of every tool's process, with Python's bytecode cached and warm.
+
+    Installed packages (boto3, s3fs) carry compiled bytecode; a source checkout run with
+    ``PYTHONDONTWRITEBYTECODE`` (as here) would compile nbplugins at every start instead, a
+    cost no installed copy pays. Bytecode goes to a cache under the work directory, filled
+    once before the first round so every round of every tool starts alike.
+    """
+    env = {**os.environ, **aws, "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    modules = ["argparse", "hashlib", "shutil", "subprocess", "tempfile", "concurrent.futures", "pathlib",
+               "nbplugins.storage.staging.transfer", "xxhash", "tqdm", "boto3.s3.transfer", "botocore.config", "s3fs"]
+    warm = f"import importlib, contextlib\nfor m in {modules!r}:\n    with contextlib.suppress(Exception): importlib.import_module(m)"
+    subprocess.run([sys.executable, "-c", warm], env=env, check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="total size (half one file, half 1 MiB files)")
@@ -164,7 +183,7 @@ def main() -> None:
           f"files of 1 MiB in {work}", flush=True)
     expected = make_set(data, args.size_mib)
     server = s3_servers.start_rclone(work / "s3", buckets=("bench",), log_dir=work)
-    env = s3_servers.aws_env(server)
+    env = worker_env(s3_servers.aws_env(server), work)
     total = args.size_mib * MiB
     tools = args.tools.split(",")
     results: dict[str, dict[str, tuple[float, int, float, float]]] = {}
@@ -172,7 +191,9 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     try:
         for round_ in range(args.rounds):
-            for tool in tools:
+            # ABBA: every other round runs the tools in reverse order, so no tool always follows
+            # the same neighbour (page cache, the server's hash cache, the load left behind)
+            for tool in (tools if round_ % 2 == 0 else tools[::-1]):
                 remote = f"bench/{tool}-{round_}"
                 out = work / f"out-{tool}"
                 out.mkdir()
@@ -198,7 +219,9 @@ def main() -> None:
         print(f"\nbest of {args.rounds} rounds:")
         for tool, res in results.items():
             print(f"{tool:10s} put {total / res['put'][0] / 1e6:8.1f} MB/s  get {total / res['get'][0] / 1e6:8.1f} MB/s  "
-                  f"peak RSS put {res['put'][1] / MiB:4.0f} get {res['get'][1] / MiB:4.0f} MiB")
+                  f"peak RSS put {res['put'][1] / MiB:4.0f} get {res['get'][1] / MiB:4.0f} MiB  "
+                  f"CPU s client/server put {res['put'][2]:4.1f}/{res['put'][3]:4.1f} "
+                  f"get {res['get'][2]:4.1f}/{res['get'][3]:4.1f}")
     if "nbplugins" in results:
         ours = results["nbplugins"]
         print("\nours / peer (MB/s ratio, >1 means we are faster):")

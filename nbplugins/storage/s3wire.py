@@ -24,7 +24,9 @@ import http.client
 import io
 import os
 import re
+import socket
 import ssl
+import struct
 import threading
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -34,13 +36,14 @@ from urllib.parse import quote, unquote, urlsplit
 
 from nbplugins.errors import StorageError, TransientError
 from nbplugins.retry import describe
-from nbplugins.sandbox.state import diagnose
 from nbplugins.storage.s3 import S3Settings
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 BLOCK = 1 << 20
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _ERROR_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
+#: Bodies are read in blocking mode with SO_RCVTIMEO (a struct timeval) and MSG_WAITALL: POSIX only.
+DIRECT_READS = os.name == "posix" and hasattr(socket, "MSG_WAITALL")
 
 
 class S3Error(Exception):
@@ -167,11 +170,19 @@ class ObjectWire:
             raise
         except OSError as exc:
             conn.close()
+            # imported here, on the failure path only: it brings subprocess and ctypes, a tenth of
+            # a get's start-up, for a question asked when a connection is refused
+            from nbplugins.sandbox.state import diagnose
+
             sandbox_down = diagnose(self.endpoint)
             if sandbox_down:  # a sandbox that is down does not come back by retrying
                 raise StorageError(sandbox_down) from None
             raise TransientError(f"could not connect to the endpoint {self.endpoint}: {describe(exc)}") from None
         conn.sock.settimeout(self.read_timeout)
+        if DIRECT_READS and self.ssl is None and self.read_timeout:  # the timeout of bodies read blocking (_recv_body)
+            seconds = float(self.read_timeout)
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 struct.pack("ll", int(seconds), int(seconds % 1 * 1e6)))
 
     def _drop(self, host: str) -> None:
         conn = self._local.__dict__.get("pool", {}).pop(host, None)
@@ -276,8 +287,15 @@ class ObjectWire:
         buf = self._local.__dict__.get("buf")
         if buf is None:
             buf = self._local.buf = memoryview(bytearray(BLOCK))
+        conn = self._local.pool.get(host)
+        # a plain-HTTP body of known length on a kept-alive connection: read past http.client's reader
+        direct = (DIRECT_READS and self.ssl is None and conn is not None and conn.sock is not None
+                  and response.length == length and not response.chunked and not response.will_close)
         got = 0
         try:
+            if direct:  # straight from the socket into the buffer, one recv per block
+                got = yield from self._recv_body(response, conn.sock, buf, length, f"s3://{bucket}/{key}")
+                return
             while got < length:
                 n = response.readinto(buf[:min(BLOCK, length - got)])
                 if not n:
@@ -292,6 +310,44 @@ class ObjectWire:
         finally:
             if got < length or not response.isclosed():
                 self._drop(host)  # body not drained: the connection cannot be reused
+
+    def _recv_body(self, response: http.client.HTTPResponse, sock: socket.socket, buf: memoryview, length: int,
+                   what: str) -> Iterator[memoryview]:
+        """The ``length`` bytes of a plain-HTTP body as full blocks of ``buf``; returns how many were read.
+
+        ``http.client`` reads a body through a buffered reader over a socket in timeout mode:
+        a ``poll`` before every ``recv``, each ``recv`` taking what has arrived (tens of KiB
+        on loopback), and the GIL dropped and taken back around each. Here the bytes the
+        reader already holds are taken first, then the socket, blocking for once, fills each
+        block in one ``recv(MSG_WAITALL)``; ``SO_RCVTIMEO`` (set at connect) keeps the read
+        timeout. The response is then closed, which leaves the connection ready for the next
+        request as reading it to its end would.
+        """
+        held = min(len(response.fp.peek()), length) if response.fp is not None else 0  # already buffered
+        got = 0
+        sock.settimeout(None)
+        try:
+            while got < length:
+                size, filled = min(BLOCK, length - got), 0
+                while filled < size:
+                    if held:  # (in order: the reader's bytes come before the socket's)
+                        n = response.readinto(buf[filled:filled + min(held, size - filled)])
+                        held -= n
+                    else:
+                        try:
+                            n = sock.recv_into(buf[filled:size], size - filled, socket.MSG_WAITALL)
+                        except BlockingIOError:  # SO_RCVTIMEO ran out with nothing received
+                            raise TimeoutError(f"{what}: no data for {self.read_timeout} s") from None
+                    if not n:
+                        raise http.client.IncompleteRead(b"", length - got - filled)
+                    filled += n
+                got += size
+                yield buf[:size]
+        finally:
+            if sock.fileno() >= 0:
+                sock.settimeout(self.read_timeout)
+        response.close()  # every byte is read: the connection is free for the next request (its socket stays open)
+        return got
 
     def put(self, bucket: str, key: str, body: bytes | memoryview, content_md5: str, *,
             upload_id: str | None = None, part_number: int | None = None, content_type: str | None = None) -> str:

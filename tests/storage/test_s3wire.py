@@ -181,8 +181,8 @@ def test_keys_from_botocores_own_chain_keep_the_botocore_path(rclone, bucket, tm
     (src / "d").mkdir(parents=True)
     (src / "d" / "big.bin").write_bytes(os.urandom(11 * MiB))
     (src / "small.txt").write_text("small")
-    staging.run(staging.put(str(src), f"s3://{bucket}/chain/", part_size=5 * MiB), progress=False)
-    staging.run(staging.get(f"s3://{bucket}/chain/", str(tmp_path / "back")), progress=False)
+    staging.consume(staging.put(str(src), f"s3://{bucket}/chain/", part_size=5 * MiB), progress=False)
+    staging.consume(staging.get(f"s3://{bucket}/chain/", str(tmp_path / "back")), progress=False)
     assert (tmp_path / "back" / "d" / "big.bin").read_bytes() == (src / "d" / "big.bin").read_bytes()
 
 
@@ -204,12 +204,12 @@ def test_staging_over_https_verifies_the_servers_certificate(tmp_path, monkeypat
         src.mkdir()
         (src / "part.bin").write_bytes(os.urandom(6 * MiB))
         (src / "one.txt").write_text("over TLS")
-        staging.run(staging.put(str(src), "s3://tls/set/", profile="tls", part_size=5 * MiB), progress=False)
-        staging.run(staging.get("s3://tls/set/", str(tmp_path / "back"), profile="tls"), progress=False)
+        staging.consume(staging.put(str(src), "s3://tls/set/", profile="tls", part_size=5 * MiB), progress=False)
+        staging.consume(staging.get("s3://tls/set/", str(tmp_path / "back"), profile="tls"), progress=False)
         assert (tmp_path / "back" / "part.bin").read_bytes() == (src / "part.bin").read_bytes()
         config.write_text(f'[s3.tls]\nendpoint_url = "{url}"\naccess_key_id = "a"\nsecret_access_key = "b"\n')
         with pytest.raises(Exception, match="(?i)certificate"):
-            staging.run(staging.get("s3://tls/set/", str(tmp_path / "again"), profile="tls"), progress=False)
+            staging.consume(staging.get("s3://tls/set/", str(tmp_path / "again"), profile="tls"), progress=False)
         assert not (tmp_path / "again" / "part.bin").exists()
     finally:
         server.stop()
@@ -225,19 +225,19 @@ def test_uploads_and_downloads_record_and_check_xxh3_in_the_manifest(s3_env, buc
     files = {"big.bin": os.urandom(11 * MiB), "small.bin": os.urandom(3000)}
     for name, data in files.items():
         (src / name).write_bytes(data)
-    staging.run(staging.put(str(src), f"s3://{bucket}/x/", part_size=5 * MiB), progress=False)
+    staging.consume(staging.put(str(src), f"s3://{bucket}/x/", part_size=5 * MiB), progress=False)
     root = Path(str(rclone.extra["root"])) / bucket / "x"
     manifest = json.loads((root / staging.MANIFEST).read_text())["files"]
     assert {k: v["xxh3_128"] for k, v in manifest.items()} == {k: xxhash.xxh3_128(v).hexdigest()
                                                                for k, v in files.items()}
-    staging.run(staging.get(f"s3://{bucket}/x/", str(tmp_path / "back")), progress=False)
+    staging.consume(staging.get(f"s3://{bucket}/x/", str(tmp_path / "back")), progress=False)
     local = json.loads((tmp_path / "back" / staging.MANIFEST).read_text())["files"]
     assert {k: v["xxh3_128"] for k, v in local.items()} == {k: v["xxh3_128"] for k, v in manifest.items()}
     rotten = bytearray(files["small.bin"])
     rotten[7] ^= 1
     (root / "small.bin").write_bytes(bytes(rotten))
     with pytest.raises(Exception, match="small.bin: XXH3-128 .* says .*gave up after 3 attempts"):
-        staging.run(staging.get(f"s3://{bucket}/x/", str(tmp_path / "again")), progress=False)
+        staging.consume(staging.get(f"s3://{bucket}/x/", str(tmp_path / "again")), progress=False)
     assert not (tmp_path / "again" / "small.bin").exists()
 
 
@@ -393,6 +393,6 @@ def test_a_server_that_ignores_range_is_used_for_whole_objects_and_refused_at_on
         monkeypatch.setenv(name, value)
     _IgnoresRange.gets = []
     with pytest.raises(StorageError, match="ignores Range"):  # at once: not retried until the budget runs out
-        staging.run(staging.get("s3://b/obj", str(tmp_path / "out" / "obj"), part_size=5 * MiB, concurrency=1),
+        staging.consume(staging.get("s3://b/obj", str(tmp_path / "out" / "obj"), part_size=5 * MiB, concurrency=1),
                     progress=False)
     assert len(_IgnoresRange.gets) == 1 and not list((tmp_path / "out").iterdir())

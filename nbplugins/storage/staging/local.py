@@ -15,6 +15,16 @@ from nbplugins.storage.staging.job import Job, Reread
 from nbplugins.storage.staging.plan import Entry, Have, Listed, Listing
 
 READ_BLOCK = 64 * CHUNK  # a source block handed to a writer (an S3 part is gathered from a few of these)
+#: The most one pwrite call writes. The page cache sizes the folio it allocates for a write by
+#: the write's length: a 1 MiB pwrite takes order-8 folios, a 32 KiB one order-3, the largest
+#: small order the kernel keeps on its per-CPU lists of recently freed (warm) pages. On a VM whose
+#: balloon driver hands free memory back to the host (Firecracker here), larger orders most
+#: likely come from that returned memory, each page costing a host fault on first touch:
+#: measured here (perf, in benchmarks/staging.py), a 512 MiB get spent 1.8 s of kernel time
+#: in the copy into the page cache with 1 MiB writes and 0.2 s with 32 KiB ones (s5cmd,
+#: through Go's io.Copy, writes 32 KiB too). Elsewhere slicing costs a few thousand cheap
+#: syscalls per GiB.
+WRITE_SLICE = 32 << 10
 
 
 class LocalEndpoint(Endpoint):
@@ -146,14 +156,13 @@ class LocalEndpoint(Endpoint):
 
     @staticmethod
     def _pwrite(job: Job, fd: int, block: bytes | memoryview, offset: int) -> None:
+        """Write ``block`` at ``offset`` in slices of :data:`WRITE_SLICE` (views: no copy)."""
+        view = memoryview(block)
         try:
-            written = os.pwrite(fd, block, offset)
-            if written < len(block):  # rare (a signal, a full disk on the way): write the rest
-                view = memoryview(block)[written:]
-                while view:
-                    offset += written
-                    written = os.pwrite(fd, view, offset)
-                    view = view[written:]
+            while view:
+                written = os.pwrite(fd, view[:WRITE_SLICE], offset)  # short writes (a signal): the rest next turn
+                offset += written
+                view = view[written:]
         except OSError as exc:
             raise disk_error(job.entry.dest, exc) from None
 

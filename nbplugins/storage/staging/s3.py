@@ -29,6 +29,7 @@ from nbplugins.storage.staging.checksums import (
     ChecksumMismatch,
     PartHash,
     clean_etag,
+    etag_of,
     pread_views,
 )
 from nbplugins.storage.staging.endpoint import Endpoint, guarded
@@ -273,12 +274,42 @@ class S3Endpoint(Endpoint):
             return None
         bucket, key = bucket_key(job.entry.dest)
         parts = [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(job.etags)]
-        response = guarded(self.retry, lambda: self.client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=job.handle, MultipartUpload={"Parts": parts}),
-            f"complete upload of s3://{job.entry.dest}")
+        tries = 0
+
+        def complete() -> dict[str, Any]:
+            nonlocal tries
+            tries += 1
+            try:
+                return self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=job.handle, MultipartUpload={"Parts": parts})
+            except Exception as exc:
+                # an earlier attempt completed it and its answer was lost (a cut connection)
+                if tries > 1 and getattr(exc, "response", {}).get("Error", {}).get("Code") == "NoSuchUpload":
+                    head = self.client.head_object(Bucket=bucket, Key=key)
+                    if self._is_ours(job, head):
+                        return head
+                raise
+
+        response = guarded(self.retry, complete, f"complete upload of s3://{job.entry.dest}")
         job.handle = None
         self._forget(job)
         return clean_etag(response.get("ETag"))
+
+    @staticmethod
+    def _is_ours(job: Job, head: dict[str, Any]) -> bool:
+        """True when the object ``head`` describes holds ``job``'s bytes: the multipart ETag our parts'
+        MD5s make, or (servers that answer a plain MD5, as rclone does) the MD5 of the local source."""
+        etag = clean_etag(head.get("ETag"))
+        if not etag or head.get("ContentLength") != job.entry.size:
+            return False
+        if "-" in etag:
+            return etag == etag_of([d for d in job.digests if d])
+        if job.reread is None:  # not a local source: nothing cheap to compare with
+            return False
+        whole = hashlib.md5()
+        for block in job.reread(0, job.entry.size):
+            whole.update(block)
+        return whole.hexdigest() == etag
 
     def abort(self, job: Job) -> None:
         if job.handle:
