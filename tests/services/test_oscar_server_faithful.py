@@ -1,5 +1,5 @@
 """The OSCAR test server is faithful: the official ``oscar-python`` client works against it, and
-its answers validate against ``../shared/reference/oscar-api.yaml``; plus the behaviours the
+its answers validate against ``tests/reference/oscar-api.yaml``; plus the behaviours the
 client relies on (auth, 403 until provisioned, cold starts, failing jobs, both log shapes)."""
 
 # ruff: noqa: F811 -- fixtures imported from oscar_fixtures are test parameters
@@ -23,7 +23,7 @@ from referencing import Registry, Resource
 from tests.servers.oscar_fixtures import VO, oscar_factory, oscar_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC_PATH = ROOT.parent / "shared" / "reference" / "oscar-api.yaml"
+SPEC_PATH = ROOT / "tests" / "reference" / "oscar-api.yaml"
 
 
 def _spec() -> dict:
