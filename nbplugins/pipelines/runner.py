@@ -265,7 +265,10 @@ class PipelineRun:
                 raise ExecutionError(f"node {node.label!r}: declared output {pattern!r} was not produced")
             for path in found:  # an output that is a link out of the folder is not the node's to hand on
                 path = paths.inside(workdir, path.relative_to(workdir), f"node {node.label!r}: outputs entry")
-                outputs.append({"path": path.relative_to(self.run_dir).as_posix(), "bytes": path.stat().st_size})
+                root = workdir.resolve()
+                files = sorted(p for p in path.rglob("*") if p.is_file() and p.resolve().is_relative_to(root)) \
+                    if path.is_dir() else [path]
+                outputs += [{"path": f.relative_to(self.run_dir).as_posix(), "bytes": f.stat().st_size} for f in files]
         return outputs
 
     def _execute(self, node: Node) -> dict[str, Any]:

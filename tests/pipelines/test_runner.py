@@ -170,3 +170,21 @@ def test_ready_nodes_start_longest_chain_first(workspace):
     ranked = [n.label for n in runner.critical_path_order(elyra.load(built))]
     assert ranked[0] == "a" and set(ranked[1:3]) == {"b", "c"}  # the diamond's chain before e and f
     assert set(ranked[3:]) == {"d", "e", "f"}
+
+
+def test_a_folder_declared_as_output_is_recorded_file_by_file(workspace):
+    make_notebook(workspace / "maker.ipynb", "x = 1",
+                  'import os\nos.makedirs("out/deep", exist_ok=True)\nopen("out/a.txt", "w").write("a")\n'
+                  'open("out/deep/b.txt", "w").write("bb")')
+    make_notebook(workspace / "reader.ipynb", "x = 1", 'assert open("out/deep/b.txt").read() == "bb"')
+    built = spec.build(write_spec(workspace / "folders.yaml", {
+        "name": "folders", "runtime_image": "owner/image:tag",
+        "nodes": {"maker": {"notebook": "maker.ipynb", "outputs": ["out"]},
+                  "reader": {"notebook": "reader.ipynb", "after": ["maker"]}}}))
+    job = runner.PipelineRun(elyra.load(built), workspace / "run", jobs=1)
+    for _ in job.events():
+        pass
+    record = json.loads((workspace / "run" / "run.json").read_text())
+    assert record["nodes"]["maker"]["outputs"] == [
+        {"path": "nodes/maker/out/a.txt", "bytes": 1}, {"path": "nodes/maker/out/deep/b.txt", "bytes": 2}]
+    assert {n["status"] for n in record["nodes"].values()} == {"succeeded"}
