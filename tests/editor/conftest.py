@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import pytest
 import requests
 import yaml
 
 from nbplugins.editor import switch
 from nbplugins.pipelines import spec
-from tests.servers import harness
+from tests.pipelines.conftest import make_notebook
+from tests.servers import harness, jupyterhub
 
 ROOT = Path(__file__).resolve().parents[2]
 CANARY_VAR = "NBP_EDITOR_CANARY"  # the server's environment holds the canary; nodes reference it
@@ -49,18 +49,6 @@ class Lab:
         return self.process.log_path.read_text(errors="replace")
 
 
-def notebook(path: Path, parameters: str, body: str) -> Path:
-    """A small python3 notebook with a ``parameters`` cell and one code cell."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell(parameters)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), params, nbformat.v4.new_code_cell(body)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-    return path
-
-
 def make_workspace(root: Path) -> Path:
     """Templates and pipelines of the repository, plus small notebooks for the overlap/canary pipeline."""
     shutil.copytree(ROOT / "templates", root / "templates")
@@ -70,8 +58,8 @@ def make_workspace(root: Path) -> Path:
     shout = ("import os, time\nsecret = os.environ['SERVICE_TOKEN']\nprint('token is', secret)\n"
              "time.sleep(pause)\nopen(out, 'w').write(f'{label} {scale}\\n')")
     for name in ("left", "right"):
-        notebook(root / "work" / f"{name}.ipynb", f"pause = 0.1\nout = 'x.txt'\nlabel = '{name}'\nscale = 1", shout)
-    notebook(root / "work" / "join.ipynb", "scale = 1", "print(open('left.txt').read(), open('right.txt').read())")
+        make_notebook(root / "work" / f"{name}.ipynb", f"pause = 0.1\nout = 'x.txt'\nlabel = '{name}'\nscale = 1", shout)
+    make_notebook(root / "work" / "join.ipynb", "scale = 1", "print(open('left.txt').read(), open('right.txt').read())")
     (root / "work" / "pair.yaml").write_text(yaml.safe_dump({
         "name": "pair", "runtime_image": "owner/image:tag",
         "env": {"SERVICE_TOKEN": f"@env:{CANARY_VAR}"},
@@ -178,26 +166,5 @@ def every_text(folder: Path) -> str:
 @pytest.fixture
 def browser(tmp_path, monkeypatch) -> Iterator[object]:
     """Headless Chromium driven by selenium, with a fresh profile; skipped without chromium."""
-    from tests.servers.jupyterhub import chromium_paths
-
-    paths = chromium_paths()
-    if paths is None:
-        pytest.skip("chromium and chromium-driver are not installed (make system-deps installs them)")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager neither downloads nor reports
-    monkeypatch.setenv("SE_AVOID_STATS", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = paths[0]
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1400,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    service = Service(executable_path=paths[1], log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(120)
-    try:
+    with jupyterhub.chromium(tmp_path, monkeypatch, window="1400,900") as driver:
         yield driver
-    finally:
-        driver.quit()

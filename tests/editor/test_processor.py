@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.editor.conftest import editor_request, every_text, notebook
+from tests.editor.conftest import editor_request, every_text
+from tests.pipelines.conftest import make_notebook
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,9 +60,9 @@ def test_the_repository_pipeline_of_step_templates_runs_from_the_editor(lab):
 
 
 def test_a_failed_node_is_named_in_the_dialog_and_its_dependents_are_skipped(lab):
-    notebook(lab.root / "bad" / "boom.ipynb", "x = 1", "raise ValueError('the input table is empty')")
-    notebook(lab.root / "bad" / "fine.ipynb", "x = 1", "print('fine')")
-    notebook(lab.root / "bad" / "after.ipynb", "x = 1", "print('after')")
+    make_notebook(lab.root / "bad" / "boom.ipynb", "x = 1", "raise ValueError('the input table is empty')")
+    make_notebook(lab.root / "bad" / "fine.ipynb", "x = 1", "print('fine')")
+    make_notebook(lab.root / "bad" / "after.ipynb", "x = 1", "print('after')")
     from nbplugins.pipelines import spec
 
     (lab.root / "bad" / "bad.yaml").write_text(
@@ -110,7 +111,7 @@ def test_an_r_node_without_r_is_refused_before_anything_runs(lab):
     work = lab.root / "rwork"
     work.mkdir()
     (work / "stats.r").write_text("print(1)\n")
-    notebook(work / "first.ipynb", "x = 1", "print('should not run')")
+    make_notebook(work / "first.ipynb", "x = 1", "print('should not run')")
     (work / "r.yaml").write_text("name: withr\nruntime_image: owner/image:tag\nnodes:\n"
                                  "  first: {notebook: first.ipynb}\n  stats: {script: stats.r, after: [first]}\n")
     from nbplugins.pipelines import spec
@@ -127,7 +128,7 @@ def test_an_r_node_without_r_is_refused_before_anything_runs(lab):
 
 def test_without_the_switch_elyra_runs_it_in_place(lab_elyra):
     work = lab_elyra.root / "work"
-    notebook(work / "solo.ipynb", "x = 1", "print('solo ran')")
+    make_notebook(work / "solo.ipynb", "x = 1", "print('solo ran')")
     (work / "solo.yaml").write_text("name: solo\nruntime_image: owner/image:tag\nnodes:\n  solo: {notebook: solo.ipynb}\n")
     from nbplugins.pipelines import spec
 

@@ -50,26 +50,5 @@ def hub(tmp_path_factory) -> Iterator[harness.ServerProcess]:
 @pytest.fixture
 def browser(tmp_path, monkeypatch) -> Iterator[object]:
     """Headless Chromium driven by selenium, with a fresh profile; skipped without chromium."""
-    paths = jupyterhub.chromium_paths()
-    if paths is None:
-        pytest.skip("chromium and chromium-driver are not installed (make system-deps installs them)")
-    # Selenium Manager must neither download drivers nor send usage statistics.
-    monkeypatch.setenv("SE_OFFLINE", "true")
-    monkeypatch.setenv("SE_AVOID_STATS", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = paths[0]
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    service = Service(executable_path=paths[1], log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(120)
-    try:
+    with jupyterhub.chromium(tmp_path, monkeypatch, window="1280,900") as driver:
         yield driver
-    finally:
-        driver.quit()

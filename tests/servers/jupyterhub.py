@@ -9,10 +9,13 @@ binds 127.0.0.1; the whole process group stops with the fixture.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.servers import harness
 
@@ -157,3 +160,33 @@ def chromium_paths() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     return (browser, driver) if browser and driver else None
+
+
+@contextlib.contextmanager
+def chromium(tmp_path: Path, monkeypatch: Any, window: str = "1280,900") -> Iterator[Any]:
+    """Headless Chromium driven by selenium with a fresh profile; skips the test without chromium."""
+    import pytest
+
+    paths = chromium_paths()
+    if paths is None:
+        pytest.skip("chromium and chromium-driver are not installed (make system-deps installs them)")
+    # Selenium Manager must neither download drivers nor send usage statistics.
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    monkeypatch.setenv("SE_AVOID_STATS", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--window-size={window}",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    service = Service(executable_path=paths[1], log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
